@@ -1,0 +1,39 @@
+"""The error types users see: a message that names the thing, the value, and the fix.
+
+The CLI prints a `UserError` as one red line and exits with code 2; anything else is a bug and
+gets a traceback (always with `--debug`).
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake the user can fix: bad input, unsupported file, impossible config."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, fix: str | None = None):
+        self.message = message
+        self.fix = fix
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        if self.fix:
+            return f"{self.message.rstrip('.')}. {self.fix}"
+        return self.message
+
+
+class UnsupportedModelError(UserError):
+    """The file is readable but is not a model rwkv-tune can train (wrong family, variant, shape)."""
+
+
+class ModelFileError(UserError):
+    """The file cannot be read as a model: missing, empty, truncated, unsafe or the wrong format."""
+
+
+class ConfigError(UserError):
+    """A preset or option value is invalid."""
+
+
+class DataError(UserError):
+    """Training data is missing, malformed or incompatible with the model."""

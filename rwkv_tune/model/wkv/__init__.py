@@ -1,0 +1,110 @@
+"""The WKV recurrence ops behind one dispatch point: `wkv7` (RWKV-7) and `wkv6` (RWKV-6, and v5).
+
+Backends ("ops") are looked up by name in a registry, so faster ones (CUDA kernels, fla) slot in with
+`register_op` without touching the model code:
+  "torch"  chunk-parallel plain PyTorch (chunked7 / chunked6), any device, autograd backward
+  "naive"  one token at a time, the reference the tests compare against
+Contract shared by every op: r, log_decay, k, v (a, b) are [B, T, H, N] of any float dtype;
+log_decay = log(decay) <= 0; y comes back [B, T, H, N] in r's dtype, the final state in fp32
+(fp64 for fp64 inputs). state may be None (zeros), [B, H, N, N] or [H, N, N] (shared across the batch,
+e.g. a trainable time_state; autograd then sums its gradient over the batch).
+"""
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from rwkv_tune.model.wkv.chunked6 import wkv6_chunked
+from rwkv_tune.model.wkv.chunked7 import wkv7_chunked
+from rwkv_tune.model.wkv.naive import wkv6_naive, wkv7_naive
+
+Wkv7Fn = Callable[..., tuple[Tensor, Tensor]]  # (r, log_decay, k, v, a, b, state) -> (y, final_state)
+Wkv6Fn = Callable[..., tuple[Tensor, Tensor]]  # (r, log_decay, k, v, u, state) -> (y, final_state)
+
+WKV7_OPS: dict[str, Wkv7Fn] = {"torch": wkv7_chunked, "naive": wkv7_naive}
+WKV6_OPS: dict[str, Wkv6Fn] = {"torch": wkv6_chunked, "naive": wkv6_naive}
+
+# Ops that exist by name but register themselves only where they can run.
+_NOT_LOADED = {
+    "cuda": "it needs an NVIDIA GPU and the compiled kernels",
+    "fla": "it needs an NVIDIA GPU and the flash-linear-attention package",
+}
+
+
+def register_op(name: str, *, wkv7: Wkv7Fn | None = None, wkv6: Wkv6Fn | None = None) -> None:
+    """Make a backend available as op=name (for example "cuda" once its kernels are built)."""
+    if wkv7 is not None:
+        WKV7_OPS[name] = wkv7
+    if wkv6 is not None:
+        WKV6_OPS[name] = wkv6
+
+
+def _lookup(ops: dict, op: str, version: str) -> Callable:
+    if op in ops:
+        return ops[op]
+    why = f" ({_NOT_LOADED[op]})" if op in _NOT_LOADED else ""
+    raise ValueError(
+        f"WKV op {op!r} is not available for {version}{why}; available: {', '.join(sorted(ops))}"
+    )
+
+
+def _check(names: str, tensors: tuple[Tensor, ...], state: Tensor | None) -> Tensor | None:
+    """Check [B, T, H, N] shapes and return the state as [B, H, N, N] (or None)."""
+    shape = tensors[0].shape
+    if len(shape) != 4 or shape[1] == 0:
+        raise ValueError(f"WKV inputs must be [B, T, H, N] with T >= 1, got r of shape {tuple(shape)}")
+    for name, x in zip(names.split(), tensors, strict=True):
+        if x.shape != shape:
+            raise ValueError(f"WKV input {name} has shape {tuple(x.shape)}, expected {tuple(shape)} like r")
+    B, _, H, N = shape
+    if state is None:
+        return None
+    if state.shape == (H, N, N):
+        return state.expand(B, H, N, N)
+    if state.shape != (B, H, N, N):
+        raise ValueError(f"WKV state has shape {tuple(state.shape)}, expected {(B, H, N, N)} or {(H, N, N)}")
+    return state
+
+
+def wkv7(
+    r: Tensor,
+    log_decay: Tensor,
+    k: Tensor,
+    v: Tensor,
+    a: Tensor,
+    b: Tensor,
+    state: Tensor | None = None,
+    *,
+    op: str = "torch",
+) -> tuple[Tensor, Tensor]:
+    """RWKV-7 WKV: S_t = S_{t-1} diag(e^g_t) + (S_{t-1} a_t) b_t^T + v_t k_t^T, y_t = S_t r_t.
+
+    State layout is the official [B, H, N_value, N_key]. Returns (y, final_state).
+    """
+    state = _check("r log_decay k v a b", (r, log_decay, k, v, a, b), state)
+    return _lookup(WKV7_OPS, op, "RWKV-7")(r, log_decay, k, v, a, b, state)
+
+
+def wkv6(
+    r: Tensor,
+    log_decay: Tensor,
+    k: Tensor,
+    v: Tensor,
+    u: Tensor,
+    state: Tensor | None = None,
+    *,
+    op: str = "torch",
+) -> tuple[Tensor, Tensor]:
+    """RWKV-6/5 WKV: y_t^T = r_t^T (S_{t-1} + diag(u) k_t v_t^T), S_t = diag(e^g_t) S_{t-1} + k_t v_t^T.
+
+    State layout is [B, H, N_key, N_value]; u is [H, N]. v5 passes its static log-decay expanded to
+    [B, T, H, N]. Returns (y, final_state).
+    """
+    state = _check("r log_decay k v", (r, log_decay, k, v), state)
+    H, N = r.shape[2], r.shape[3]
+    if u.shape != (H, N):
+        raise ValueError(f"WKV bonus u has shape {tuple(u.shape)}, expected {(H, N)}")
+    return _lookup(WKV6_OPS, op, "RWKV-6/5")(r, log_decay, k, v, u, state)
+
+
+__all__ = ["WKV6_OPS", "WKV7_OPS", "register_op", "wkv6", "wkv7"]

@@ -1,0 +1,17 @@
+import os
+
+import pytest
+
+os.environ.setdefault("RWKV_TUNE_NO_TUI", "1")
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """Factory: write a tiny official-format model and return its path."""
+    from rwkv_tune.testing import make_model
+
+    def make(version: int = 7, **kwargs):
+        name = f"v{version}-" + "-".join(f"{k}{v}" for k, v in sorted(kwargs.items()) if k != "dtype") + ".pth"
+        return make_model(tmp_path / name, version=version, **kwargs)
+
+    return make
