@@ -12,6 +12,7 @@ import sys
 import typer
 
 from rwkv_tune import __version__
+from rwkv_tune.cli import bench as bench_cmd
 from rwkv_tune.cli import data as data_cmd
 from rwkv_tune.cli import doctor as doctor_cmd
 from rwkv_tune.cli import estimate as estimate_cmd
@@ -49,6 +50,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.command("merge")(merge_cmd.merge)
 app.command("estimate")(estimate_cmd.estimate)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("bench")(bench_cmd.bench)
 app.add_typer(data_cmd.app, name="data")
 
 

@@ -2,9 +2,198 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
 
+from rwkv_tune.cli._common import console, print_json, user_errors
+from rwkv_tune.errors import ConfigError
 
-def estimate() -> None:
-    """Estimate VRAM and time (not implemented yet)."""
-    raise typer.Exit(1)
+if TYPE_CHECKING:  # pragma: no cover
+    from rwkv_tune.estimate import Estimate
+
+_TRAIN_KEYS = {"micro_bsz": int, "grad_cp": bool, "precision": str, "strategy": str, "devices": int,
+               "accumulate_grad_batches": int, "train_type": str, "chunk_ctx": int, "epoch_steps": int,
+               "epoch_count": int}
+
+
+def _typed(key: str, value: Any, kind: type) -> Any:
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"preset {key} must be an integer, got {value!r}", f"Write e.g. {key}: 1.")
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"preset {key} must be true or false, got {value!r}", f"Write {key}: true.")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"preset {key} must be a string, got {value!r}", f"Write e.g. {key}: bf16.")
+    return value
+
+
+def read_preset(path: Path) -> dict[str, Any]:
+    """Estimate options from a preset YAML (model/method/quant/data/train); the preset module will replace this."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"preset {path} does not exist", "Check the path.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"preset {path} is not valid YAML ({str(exc).splitlines()[0]})",
+                          "Fix the YAML syntax.") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path} is a {type(data).__name__}, not a mapping", "Write `key: value` lines.")
+    out: dict[str, Any] = {}
+    model = data.get("model") or {}
+    model = {"path": model} if isinstance(model, str) else model
+    if model.get("path"):
+        p = Path(model["path"]).expanduser()
+        out["model"] = p if p.is_absolute() or p.exists() else path.parent / p
+    for key in ("size", "version"):
+        if model.get(key) is not None:
+            out[key] = str(model[key]) if key == "size" else _typed(f"model.{key}", model[key], int)
+    method = data.get("method")
+    method = {"name": method} if isinstance(method, str) else (method or {})
+    if method.get("name") is not None:
+        out["method"] = _typed("method.name", method["name"], str)
+    if method.get("r") is not None:
+        out["rank"] = _typed("method.r", method["r"], int)
+    if method.get("mode") is not None:
+        out["mode"] = _typed("method.mode", method["mode"], str)
+    for key in ("train_parts", "targets"):
+        if method.get(key) is not None:
+            out[key] = tuple(method[key])
+    if data.get("quant") is not None:
+        out["quant"] = str(data["quant"]).lower()
+    ctx = (data.get("data") or {}).get("ctx_len")
+    if ctx is not None:
+        out["ctx_len"] = _typed("data.ctx_len", ctx, int)
+    train = data.get("train") or {}
+    for key, kind in _TRAIN_KEYS.items():
+        if train.get(key) is not None:
+            out[key] = _typed(f"train.{key}", train[key], kind)
+    if train.get("nodes") is not None:  # ZeRO shards over every GPU of every node
+        out["devices"] = out.get("devices", 1) * _typed("train.nodes", train["nodes"], int)
+    return out
+
+
+def estimate(
+    preset: Path | None = typer.Argument(None, help="A preset YAML; flags override its values."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="The base model file (.pth/.safetensors)."),
+    size: str | None = typer.Option(None, "--size", help="A released model without its file: 0.1B 0.4B 1.5B 2.9B 7B 14B (v7)."),
+    version: int | None = typer.Option(None, "--version", help="RWKV version for --size: 5, 6 or 7 (default 7)."),
+    method: str | None = typer.Option(None, "--method", help="lora | pissa | disha | bone | bat | miss | state | full."),
+    rank: int | None = typer.Option(None, "--rank", "-r", help="Adapter rank (default 64)."),
+    quant: str | None = typer.Option(None, "--quant", help="none | int8 | nf4 (frozen weights)."),
+    ctx_len: int | None = typer.Option(None, "--ctx-len", help="Training sequence length (default 1024)."),
+    micro_bsz: int | None = typer.Option(None, "--micro-bsz", help="Sequences per GPU per step (default 1)."),
+    grad_cp: bool | None = typer.Option(None, "--grad-cp/--no-grad-cp", help="Activation checkpointing (default on)."),
+    precision: str | None = typer.Option(None, "--precision", help="bf16 | fp16 | fp32 | tf32."),
+    strategy: str | None = typer.Option(None, "--strategy", help="single | deepspeed_stage_1|2|3[_offload]."),
+    devices: int | None = typer.Option(None, "--devices", help="GPUs (needs a deepspeed strategy when > 1)."),
+    train_type: str | None = typer.Option(None, "--train-type", help="normal | infctx."),
+    chunk_ctx: int | None = typer.Option(None, "--chunk-ctx", help="infctx chunk length."),
+    gpu: str | None = typer.Option(None, "--gpu", help="Target card: '4090', 'A100 80GB', 'h100' or a size like 24GB."),
+    tokens: int | None = typer.Option(None, "--tokens", help="Training tokens of the run (for the time)."),
+    epoch_steps: int | None = typer.Option(None, "--epoch-steps", help="Optimizer steps per epoch."),
+    epoch_count: int | None = typer.Option(None, "--epoch-count", help="Epochs."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Estimate peak VRAM per GPU, which GPUs fit, the largest micro_bsz/ctx_len, and the run time."""
+    from rwkv_tune.estimate import estimate as run_estimate
+
+    with user_errors():
+        opts = read_preset(preset) if preset else {}
+        if model is not None and size is not None:
+            raise ConfigError("--model and --size both given", "Pass one: the file, or a released size.")
+        if size is not None:
+            opts.pop("model", None)
+        if model is not None:
+            opts.pop("size", None)
+        flags = {"model": model, "size": size, "version": version, "method": method, "rank": rank, "quant": quant,
+                 "ctx_len": ctx_len, "micro_bsz": micro_bsz, "grad_cp": grad_cp, "precision": precision,
+                 "strategy": strategy, "devices": devices, "train_type": train_type, "chunk_ctx": chunk_ctx,
+                 "gpu": gpu, "tokens": tokens, "epoch_steps": epoch_steps, "epoch_count": epoch_count}
+        opts.update({k: v for k, v in flags.items() if v is not None})
+        if "quant" in opts:
+            opts["quant"] = opts["quant"].lower()
+        result = run_estimate(**opts)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    _render(result)
+
+
+def _gib(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _count(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _render(e: Estimate) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rwkv_tune.estimate.fit import usable_gib
+    from rwkv_tune.estimate.vram import DESCRIPTIONS, PHASES
+
+    s, c, p = e.spec, e.config, e.vram.params
+    method = f"{c.method}" + (f" ({c.mode})" if c.method == "miss" else "") + (f" r={c.rank}" if c.is_adapter else "")
+    run = (f"{method} · quant {c.quant} · {c.precision} · ctx {c.ctx_len} × micro_bsz {c.micro_bsz} · "
+           f"grad_cp {'on' if c.grad_cp else 'off'} · {c.strategy}" + (f" × {c.devices} GPUs" if c.devices > 1 else "")
+           + (f" · infctx chunk {c.chunk_ctx}" if c.train_type == "infctx" else ""))
+    console.print(f"[bold]RWKV-{s.version} {s.size_name}[/] (L{s.n_layer} × C{s.n_embd}, {_count(p.total)} params, "
+                  f"{_count(p.trainable)} trained) · {escape(run)}")
+    console.print(f"Peak VRAM ≈ [bold]{_gib(e.total_gib)} GiB[/] per GPU ({PHASES[e.vram.peak_phase]})")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    table.add_column("what", style="dim")
+    for key, gib in e.breakdown.items():
+        if gib >= 0.005:
+            table.add_row(key.replace("_", " "), _gib(gib), DESCRIPTIONS[key])
+    table.add_row("[bold]total[/]", f"[bold]{_gib(e.total_gib)}[/]", "")
+    console.print(table)
+    if e.vram.cpu_offload_gib:
+        console.print(f"CPU RAM for offload: {_gib(e.vram.cpu_offload_gib)} GiB per GPU")
+    fit_names = [g.name for g in e.gpus_fit]
+    console.print("Fits: " + (", ".join(fit_names[:6]) + (f" and {len(fit_names) - 6} larger" if len(fit_names) > 6 else "")
+                              if fit_names else "[red]no common GPU[/]"))
+    t = e.target
+    if t is not None:
+        status = "[green]fits[/]" if e.fits_target else f"[red]does not fit[/] ({_gib(usable_gib(t))} GiB usable)"
+        bsz = (f"micro_bsz up to {e.max_micro_bsz}" if e.max_micro_bsz else "not even micro_bsz 1 fits") \
+            + f" at ctx_len {c.ctx_len}"
+        ctx = "" if e.max_ctx_len is None else (
+            f"; ctx_len up to {e.max_ctx_len}" if e.max_ctx_len else "; not even ctx_len 16 fits") + f" at micro_bsz {c.micro_bsz}"
+        console.print(f"On {t.name}: {status}; {bsz}{ctx}")
+    if not e.fits_target:
+        card = e.fix_gpu.name
+        if e.fix:
+            console.print(f"Fix for {card}: [bold]{escape(e.fix.flags)}[/] → {_gib(e.fix.total_gib)} GiB "
+                          f"({escape(e.fix.change)})")
+        for k in e.knobs[:6]:
+            console.print(f"  {escape(k.knob)} {escape(k.change)} saves {_gib(k.saves_gib)} GiB → {_gib(k.total_gib)} GiB"
+                          + (" (fits)" if k.fits else ""))
+    tm = e.timing
+    if tm.tokens_per_s:
+        line = f"Speed (rough): ~{_count(tm.tokens_per_s)} tokens/s on {tm.gpu}" + (f" × {c.devices}" if c.devices > 1 else "")
+        if tm.time_s:
+            line += f"; {_count(tm.tokens)} tokens → {_duration(tm.time_s)}"
+        console.print(line)
+    for note in e.notes:
+        console.print(f"[dim]{escape(note)}[/]")
