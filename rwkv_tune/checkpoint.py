@@ -165,3 +165,23 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path,
         else:
             torch.save(tensors, tmp)
     return path
+
+
+def fingerprint(path: str | Path) -> dict[str, Any]:
+    """A cheap identity for a large file: size + sha256 of its first and last MiB (and name)."""
+    import hashlib
+
+    path = Path(path)
+    targets = [path] if path.exists() else sorted(path.parent.glob(path.name + ".*"))
+    if not targets:
+        return {"path": str(path), "missing": True}
+    digest = hashlib.sha256()
+    size = 0
+    for target in targets:
+        size += target.stat().st_size
+        with open(target, "rb") as f:
+            digest.update(f.read(1 << 20))
+            if target.stat().st_size > 2 << 20:
+                f.seek(-(1 << 20), os.SEEK_END)
+                digest.update(f.read(1 << 20))
+    return {"path": str(path), "size": size, "sha256_head_tail": digest.hexdigest()[:32]}
