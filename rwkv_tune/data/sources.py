@@ -1,0 +1,320 @@
+"""Read documents from user files: jsonl text, SFT records, chat messages, plain text.
+
+Every document comes with its origin (`file:line`) so that a bad record is reported where it is.
+SFT and chat records are rendered in RWKV's chat format (`User: …\\n\\nAssistant: …`) through one
+`ChatTemplate`, which also yields the role markers the `qa`/`sft` loss masks look for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rwkv_tune.data.masks import LossMarkers
+from rwkv_tune.errors import DataError
+
+FORMATS = ("auto", "jsonl", "sft", "chat", "text")
+TEXT_SUFFIXES = {".txt", ".md", ".text"}
+JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
+SFT_FIELDS = (
+    ("instruction", "input", "output"), ("instruction", "output"), ("query", "response"),
+    ("prompt", "response"), ("prompt", "completion"), ("question", "answer"), ("input", "output"),
+)
+CHAT_FIELDS = ("messages", "conversations")
+ROLE_ALIASES = {
+    "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "bot": "assistant",
+    "model": "assistant", "system": "system",
+}
+_BLANK_RUN = re.compile(r"\n{2,}")
+_SKIP_FIX = "Fix it, or pass --skip-invalid to skip bad records."
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """How turns are rendered: `{role}: {content}` joined by blank lines, RWKV's chat convention."""
+
+    user: str = "User"
+    assistant: str = "Assistant"
+    system: str = "System"
+    turn: str = "{role}: {content}"
+    sep: str = "\n\n"
+    collapse_blank_lines: bool = True
+
+    def role_name(self, role: str) -> str:
+        """The displayed name of a canonical role (user, assistant, system)."""
+        return {"user": self.user, "assistant": self.assistant, "system": self.system}[role]
+
+    def render(self, turns: Sequence[tuple[str, str]]) -> str:
+        """Render (role, content) pairs; blank lines inside content collapse so they cannot fake a turn."""
+        out = []
+        for role, content in turns:
+            content = content.replace("\r\n", "\n").strip()
+            if self.collapse_blank_lines:
+                content = _BLANK_RUN.sub("\n", content)
+            out.append(self.turn.format(role=self.role_name(role), content=content))
+        return self.sep.join(out)
+
+    def prefix(self, role: str) -> str:
+        """The text that starts a turn of `role`, e.g. 'Assistant:'."""
+        return self.turn.split("{content}")[0].format(role=self.role_name(role)).rstrip()
+
+    def markers(self) -> LossMarkers:
+        """Role markers for the qa/sft loss masks: learn after the assistant's, stop at anyone else's."""
+        return LossMarkers(learn=(self.prefix("assistant"),), stop=(self.prefix("user"), self.prefix("system")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, recorded in PREFIX.meta.json."""
+        return {"user": self.user, "assistant": self.assistant, "system": self.system, "turn": self.turn,
+                "sep": self.sep, "collapse_blank_lines": self.collapse_blank_lines}
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to read inputs: format, field names, chat template, text splitting, bad-record policy."""
+
+    fmt: str = "auto"
+    fields: tuple[str, ...] | None = None
+    template: ChatTemplate = field(default_factory=ChatTemplate)
+    text_docs: str = "blank"
+    skip_invalid: bool = False
+
+
+@dataclass
+class Document:
+    """One document's text and where it came from (file:line), for error messages."""
+
+    text: str
+    origin: str
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files named by the inputs; folders contribute their .jsonl/.json/.txt/.md files, sorted."""
+    files: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES | JSON_SUFFIXES)
+            if not found:
+                raise DataError(f"folder {p} has no .jsonl/.json/.txt/.md files", "Pass the data files themselves.")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"input {p} does not exist", "Check the path.")
+    if not files:
+        raise DataError("no input files given", "Pass one or more .jsonl/.json/.txt files.")
+    return files
+
+
+class DocumentReader:
+    """Iterate the documents of several files, counting what was skipped and how many bytes were read."""
+
+    def __init__(self, inputs: Sequence[str | Path], options: SourceOptions | None = None):
+        self.options = options or SourceOptions()
+        if self.options.fmt not in FORMATS:
+            raise DataError(f"format {self.options.fmt!r} is not known", f"Use one of: {', '.join(FORMATS)}.")
+        if self.options.text_docs not in ("blank", "file"):
+            raise DataError(f"text split {self.options.text_docs!r} is not known", "Use 'blank' or 'file'.")
+        self.files = expand_inputs(inputs)
+        self.total_bytes = sum(f.stat().st_size for f in self.files)
+        self.bytes_read = 0
+        self.skipped: list[str] = []
+        self.empty = 0
+        self.formats: dict[str, str] = {}
+
+    def __iter__(self) -> Iterator[Document]:
+        for path in self.files:
+            fmt = self.options.fmt
+            if fmt == "text" or (fmt == "auto" and path.suffix in TEXT_SUFFIXES):
+                self.formats[str(path)] = "text"
+                yield from self._text(path)
+            else:
+                yield from self._records(path, fmt)
+
+    def _bad(self, origin: str, what: str) -> None:
+        if not self.options.skip_invalid:
+            raise DataError(f"{origin}: {what}", _SKIP_FIX)
+        self.skipped.append(f"{origin}: {what}")
+
+    def _emit(self, text: str, origin: str) -> Iterator[Document]:
+        if not text.strip():
+            self.empty += 1
+            return
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            self._bad(origin, f"lone surrogate U+{ord(text[e.start]):04X} is not valid UTF-8")
+            return
+        yield Document(text, origin)
+
+    def _text(self, path: Path) -> Iterator[Document]:
+        if self.options.text_docs == "file":
+            raw = path.read_bytes()
+            self.bytes_read += len(raw)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                self._bad(f"{path}:{_line_of(raw, e.start)}", f"invalid UTF-8 (byte 0x{raw[e.start]:02x})")
+                return
+            yield from self._emit(text.replace("\r\n", "\n").rstrip("\n"), str(path))
+            return
+        lines: list[str] = []
+        start, bad = 0, False
+        with open(path, "rb") as f:
+            for no, raw in enumerate(f, 1):
+                self.bytes_read += len(raw)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    self._bad(f"{path}:{no}", f"invalid UTF-8 (byte 0x{raw[e.start]:02x})")
+                    bad, line = True, "x\n"
+                if line.strip():
+                    if not lines:
+                        start = no
+                    lines.append(line.replace("\r\n", "\n"))
+                    continue
+                if lines and not bad:
+                    yield from self._emit("".join(lines).rstrip("\n"), f"{path}:{start}")
+                lines, bad = [], False
+        if lines and not bad:
+            yield from self._emit("".join(lines).rstrip("\n"), f"{path}:{start}")
+
+    def _records(self, path: Path, fmt: str) -> Iterator[Document]:
+        render = None
+        for origin, rec in self._json_records(path):
+            if render is None:
+                fmt, render = _renderer(fmt, rec, self.options, origin)
+                self.formats[str(path)] = fmt
+            try:
+                text = render(rec)
+            except _BadRecord as e:
+                self._bad(origin, str(e))
+                continue
+            yield from self._emit(text, origin)
+
+    def _json_records(self, path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip()
+        if head.startswith(b"["):
+            raw = path.read_bytes()
+            self.bytes_read += len(raw)
+            try:
+                items = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{_line_of(raw, e.start)}: invalid UTF-8 (byte 0x{raw[e.start]:02x})",
+                                "Re-encode the file as UTF-8.") from None
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})", "Fix the file.") from None
+            for i, rec in enumerate(items):
+                if isinstance(rec, dict):
+                    yield f"{path}[{i}]", rec
+                else:
+                    self._bad(f"{path}[{i}]", f"expected a JSON object, got {type(rec).__name__}")
+            return
+        with open(path, "rb") as f:
+            for no, raw in enumerate(f, 1):
+                self.bytes_read += len(raw)
+                if not raw.strip():
+                    continue
+                origin = f"{path}:{no}"
+                try:
+                    rec = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    self._bad(origin, f"invalid UTF-8 (byte 0x{raw[e.start]:02x})")
+                    continue
+                except json.JSONDecodeError as e:
+                    self._bad(origin, f"invalid JSON ({e.msg} at column {e.colno})")
+                    continue
+                if not isinstance(rec, dict):
+                    self._bad(origin, f"expected a JSON object, got {type(rec).__name__}")
+                    continue
+                yield origin, rec
+
+
+class _BadRecord(Exception):
+    pass
+
+
+def _line_of(raw: bytes, pos: int) -> int:
+    return raw.count(b"\n", 0, pos) + 1
+
+
+def _get_str(rec: dict[str, Any], key: str, optional: bool = False) -> str:
+    if key not in rec or rec[key] is None:
+        if optional:
+            return ""
+        raise _BadRecord(f"field {key!r} is missing (keys: {', '.join(sorted(rec)) or 'none'})")
+    value = rec[key]
+    if not isinstance(value, str):
+        raise _BadRecord(f"field {key!r} is a {type(value).__name__}, not a string")
+    return value
+
+
+def _renderer(fmt: str, first: dict[str, Any], options: SourceOptions, origin: str) -> tuple[str, Any]:
+    """Pick the format and fields from the options or the first record; return (format, record → text)."""
+    fields = options.fields
+    if fmt == "auto":
+        fmt = _detect(first, fields, origin)
+    if fmt == "jsonl":
+        key = fields[0] if fields else "text"
+        return fmt, lambda rec: _get_str(rec, key)
+    if fmt == "chat":
+        key = fields[0] if fields else next((k for k in CHAT_FIELDS if k in first), CHAT_FIELDS[0])
+        return fmt, lambda rec: options.template.render(_chat_turns(rec, key))
+    if fmt == "sft":
+        if fields is None:
+            fields = next((f for f in SFT_FIELDS if f[0] in first and f[-1] in first), None)
+            if fields is None:
+                raise DataError(f"{origin}: no prompt/response fields among {sorted(first)}",
+                                "Pass --fields PROMPT,RESPONSE (or INSTRUCTION,INPUT,OUTPUT).")
+        if len(fields) not in (2, 3):
+            raise DataError(f"--fields {','.join(fields)} has {len(fields)} names for sft",
+                            "Give PROMPT,RESPONSE or INSTRUCTION,INPUT,OUTPUT.")
+        return fmt, lambda rec: options.template.render(_sft_turns(rec, fields))
+    raise DataError(f"format {fmt!r} cannot read JSON records ({origin})", "Use jsonl, sft or chat.")
+
+
+def _detect(rec: dict[str, Any], fields: tuple[str, ...] | None, origin: str) -> str:
+    if fields:
+        if len(fields) > 1:
+            return "sft"
+        return "chat" if isinstance(rec.get(fields[0]), list) else "jsonl"
+    if "text" in rec:
+        return "jsonl"
+    if any(k in rec for k in CHAT_FIELDS):
+        return "chat"
+    if any(f[0] in rec and f[-1] in rec for f in SFT_FIELDS):
+        return "sft"
+    raise DataError(f"{origin}: cannot tell the data format from the keys {sorted(rec)}",
+                    "Pass --format jsonl|sft|chat and --fields.")
+
+
+def _sft_turns(rec: dict[str, Any], fields: tuple[str, ...]) -> list[tuple[str, str]]:
+    if len(fields) == 3:
+        prompt = _get_str(rec, fields[0])
+        extra = _get_str(rec, fields[1], optional=True).strip()
+        if extra:
+            prompt = f"{prompt.strip()}\n{extra}"
+    else:
+        prompt = _get_str(rec, fields[0])
+    return [("user", prompt), ("assistant", _get_str(rec, fields[-1]))]
+
+
+def _chat_turns(rec: dict[str, Any], key: str) -> list[tuple[str, str]]:
+    msgs = rec.get(key)
+    if not isinstance(msgs, list) or not msgs:
+        raise _BadRecord(f"field {key!r} is not a non-empty list of messages")
+    turns = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise _BadRecord(f"message {i} is not an object")
+        role_key, content_key = ("role", "content") if "role" in m else ("from", "value")
+        role = ROLE_ALIASES.get(str(m.get(role_key, "")).lower())
+        if role is None:
+            raise _BadRecord(f"message {i} has unknown role {m.get(role_key)!r} (use user/assistant/system)")
+        turns.append((role, _get_str(m, content_key)))
+    return turns
