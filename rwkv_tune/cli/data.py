@@ -11,7 +11,10 @@ from rwkv_tune.cli._common import console, err_console, print_json, user_errors
 
 app = typer.Typer(help="Prepare (tokenize to binidx) and inspect training data.", no_args_is_help=True)
 
-FORMAT_HELP = "auto | jsonl ({'text'}) | sft (prompt/response, alpaca) | chat ({'messages'}) | text (.txt)."
+FORMAT_HELP = ("auto | jsonl ({'text'}) | sft (prompt/response, alpaca) | chat ({'messages'}) | text (.txt) | "
+               "utf-8 / utf-16le (plain text in that encoding) | numpy (.npy token ids) | uint16 (raw token file) | "
+               "dummy (random tokens: INPUT is a size such as 1M or 1M,doc_len=512) | hf (Hugging Face dataset).")
+SPLIT_HELP = "Hugging Face datasets split, e.g. train[:1000] (hub ids, save_to_disk folders, json/parquet files)."
 
 
 def _source_options(fmt: str, fields: str | None, roles: str | None, template: str | None, text_docs: str,
@@ -37,8 +40,10 @@ def _source_options(fmt: str, fields: str | None, roles: str | None, template: s
             raise ConfigError(f"--template {template!r} has braces other than {{role}} and {{content}}",
                               "Double any literal brace: {{ }}.") from None
     names = tuple(f.strip() for f in fields.split(",") if f.strip()) if fields else None
-    return SourceOptions(fmt=fmt, fields=names, template=ChatTemplate(**tpl), text_docs=text_docs,
-                         skip_invalid=skip_invalid)
+    from rwkv_tune.data.loader import source_options
+
+    return source_options(SourceOptions(fields=names, template=ChatTemplate(**tpl), text_docs=text_docs,
+                                        skip_invalid=skip_invalid), fmt)
 
 
 def _stats_table(stats: dict[str, Any], title: str) -> Any:
@@ -71,7 +76,8 @@ def _stats_table(stats: dict[str, Any], title: str) -> Any:
 
 @app.command()
 def prepare(
-    inputs: list[Path] = typer.Argument(..., help="Data files or folders (.jsonl, .json, .txt, .md)."),
+    inputs: list[str] = typer.Argument(..., help="Data files or folders (.jsonl .json .txt .md .npy .parquet), a "
+                                       "Hugging Face dataset id or save_to_disk folder, or a dummy size."),
     out: Path = typer.Option(..., "--out", "-o", help="Output prefix: writes PREFIX.bin, PREFIX.idx, PREFIX.meta.json."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
     fields: str = typer.Option(None, "--fields", help="Field names: TEXT | PROMPT,RESPONSE | INSTRUCTION,INPUT,OUTPUT | MESSAGES."),
@@ -80,13 +86,17 @@ def prepare(
     text_docs: str = typer.Option("blank", "--text-docs", help="Plain text: 'blank' (blank-line separated) or 'file' (one document per file)."),
     no_eod: bool = typer.Option(False, "--no-eod", help="Do not append the end-of-document token 0."),
     shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle the document order (seeded)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for --shuffle."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --shuffle (and for --format dummy)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad records (invalid JSON/UTF-8, missing fields) instead of failing."),
+    split: str = typer.Option(None, "--split", help=SPLIT_HELP),
     ctx_len: int = typer.Option(None, "--ctx-len", help="Report documents longer than this and get-mode numbers."),
     micro_bsz: int = typer.Option(1, "--micro-bsz", help="Micro batch size for the epoch_steps shown."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Tokenize documents into PREFIX.bin/.idx (uint16, one item per document, end token 0 appended)."""
+    """Tokenize documents into PREFIX.bin/.idx (uint16, one item per document, end token 0 appended).
+
+    Token ids (numpy, uint16, dummy) are converted as given, without a tokenizer or an added end token.
+    """
     with user_errors():
         from rwkv_tune.data.prepare import prepare as run_prepare
         from rwkv_tune.errors import ConfigError
@@ -95,7 +105,7 @@ def prepare(
             raise ConfigError(f"--ctx-len {ctx_len} / --micro-bsz {micro_bsz} must be 1 or more", "Pass positive numbers.")
         options = _source_options(fmt, fields, roles, template, text_docs, skip_invalid)
         result = run_prepare(inputs, out, options=options, eod=not no_eod, shuffle=shuffle, seed=seed,
-                             ctx_len=ctx_len, micro_bsz=micro_bsz, progress=not as_json)
+                             ctx_len=ctx_len, micro_bsz=micro_bsz, progress=not as_json, type=fmt, split=split)
     if as_json:
         print_json(result.to_dict())
         return
@@ -120,12 +130,13 @@ def inspect(
     max_tokens: int = typer.Option(400, "--max-tokens", help="Tokens shown per sample."),
     fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
     fields: str = typer.Option(None, "--fields", help="Field names for a raw data file."),
+    split: str = typer.Option(None, "--split", help=SPLIT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Show data stats and the first samples, with the tokens that carry loss in green."""
     with user_errors():
         from rwkv_tune.data.loader import default_markers, open_documents
-        from rwkv_tune.data.prepare import read_meta
+        from rwkv_tune.data.prepare import SUGGESTED_MASK, read_meta
         from rwkv_tune.data.preview import preview, render
         from rwkv_tune.data.sampling import Batches
         from rwkv_tune.data.stats import data_stats
@@ -135,9 +146,10 @@ def inspect(
         if mode == "get" and ctx_len is None:
             raise ConfigError("dataload get cuts ctx_len windows, but no --ctx-len was given", "Pass --ctx-len N.")
         options = _source_options(fmt, fields, None, None, "blank", False)
-        docs = open_documents(source, options=options)
+        docs = open_documents(source, options=options, type=fmt, split=split,
+                              doc_len=ctx_len + 1 if ctx_len else None)
         meta = read_meta(source) if Path(source).suffix not in (".json", ".jsonl", ".txt", ".md") else None
-        mask = loss_mask or (meta or {}).get("suggested_loss_mask", "pad")
+        mask = loss_mask or (meta or {}).get("suggested_loss_mask") or SUGGESTED_MASK.get(options.fmt, "pad")
         view_ctx = ctx_len or max(int(docs.sizes.max()) - 1, 1)
         batches = Batches(docs, mode=mode, ctx_len=view_ctx, micro_bsz=1, loss_mask=mask, shuffle=False,
                           markers=default_markers(source, options), pad_multiple=1)

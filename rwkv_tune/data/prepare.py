@@ -3,6 +3,8 @@
 Outputs: `PREFIX.bin` / `PREFIX.idx` (uint16, one item per document, end-of-document 0 appended by
 default, as RWKV-LM's make_data does) and `PREFIX.meta.json` (how it was made: inputs, format,
 chat template, loss-mask markers, stats), each written atomically and never over an input.
+Sources that hold token ids already (numpy, uint16, dummy, binidx) are converted as given: their
+documents are copied without a tokenizer or an added end token, as uint16 when every id fits, else int32.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from rwkv_tune.data.binidx import BinIdxWriter, binidx_paths, read_binidx
-from rwkv_tune.data.sources import Document, DocumentReader, SourceOptions
+from rwkv_tune.data.binidx import BinIdxWriter, Documents, binidx_paths, read_binidx
+from rwkv_tune.data.detect import TOKEN_TYPES
+from rwkv_tune.data.loader import document_reader, resolve_type, source_options, token_documents
+from rwkv_tune.data.sources import Document, SourceOptions
 from rwkv_tune.data.stats import data_stats
 from rwkv_tune.data.tokenizer import EOD, VOCAB_NAME, get_tokenizer
 from rwkv_tune.errors import DataError
 
 META_FORMAT = "rwkv-tune-data/1"
 BATCH_CHARS = 1 << 20
-SUGGESTED_MASK = {"sft": "sft", "chat": "qa", "jsonl": "pad", "text": "pad"}
+SUGGESTED_MASK = {"sft": "sft", "chat": "qa", "jsonl": "pad", "text": "pad", "utf-16le": "pad"}
+WRITE_CHUNK = 1 << 22
+INT32_IDS = 1 << 31
 
 
 @dataclass
@@ -106,21 +112,96 @@ def _progress(enabled: bool) -> Any:
                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
 
 
-def prepare(inputs: Sequence[str | Path], out: str | Path, *, options: SourceOptions | None = None,
-            eod: bool = True, shuffle: bool = False, seed: int = 0, ctx_len: int | None = None,
-            micro_bsz: int = 1, progress: bool = False) -> PrepareResult:
-    """Tokenize documents from `inputs` into `out`.bin/.idx (+ .meta.json) and return their stats."""
-    options = options or SourceOptions()
-    reader = DocumentReader(inputs, options)
+def _check_outputs(out: str | Path, inputs: Sequence[Path]) -> None:
+    sources = {Path(f).resolve() for f in inputs}
     bin_path, idx_path = binidx_paths(out)
-    mpath = meta_path(out)
-    sources = {f.resolve() for f in reader.files}
-    for p in (bin_path, idx_path, mpath):
+    for p in (bin_path, idx_path, meta_path(out)):
         if p.resolve() in sources:
             raise DataError(f"output {p} is also an input", "Choose another --out prefix.")
     bin_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _max_id(tokens: np.ndarray) -> int:
+    return max(int(np.asarray(tokens[lo:lo + WRITE_CHUNK]).max()) for lo in range(0, len(tokens), WRITE_CHUNK))
+
+
+def write_documents(out: str | Path, docs: Documents, order: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """Copy documents (in `order`) into `out`.bin/.idx as uint16 if every id fits, else int32.
+
+    Returns the written sizes and the dtype name.
+    """
+    if not docs.num_tokens:
+        raise DataError(f"{docs.name} holds no tokens", "Check the input.")
+    docs.check_vocab(INT32_IDS)
+    dtype = np.uint16 if _max_id(docs.tokens) <= np.iinfo(np.uint16).max else np.int32
+    order = np.arange(len(docs)) if order is None else order
+    with BinIdxWriter(out, dtype) as w:
+        parts: list[np.ndarray] = []
+        sizes: list[int] = []
+        pending = 0
+        for i in order.tolist():
+            parts.append(np.asarray(docs[i]))
+            sizes.append(len(parts[-1]))
+            pending += sizes[-1]
+            if pending >= WRITE_CHUNK:
+                w.add_many(np.concatenate(parts), sizes)
+                parts, sizes, pending = [], [], 0
+        if parts:
+            w.add_many(np.concatenate(parts), sizes)
+    return np.asarray(docs.sizes[order], dtype=np.int64), np.dtype(dtype).name
+
+
+def _prepare_tokens(inputs: Sequence[str | Path], out: str | Path, kind: str, *, shuffle: bool, seed: int,
+                    ctx_len: int | None, micro_bsz: int, vocab_size: int | None) -> PrepareResult:
+    docs = token_documents(inputs, kind, seed=seed, vocab_size=vocab_size,
+                           doc_len=ctx_len + 1 if ctx_len else None)
+    files = [Path(p) for p in inputs if Path(p).is_file()]
+    if kind == "binidx":
+        files += list(binidx_paths(inputs[0]))
+    _check_outputs(out, files)
+    if vocab_size is not None:
+        docs.check_vocab(vocab_size)
+    order = np.random.default_rng(seed).permutation(len(docs)) if shuffle else None
+    sizes, dtype = write_documents(out, docs, order)
+    stats = data_stats(sizes, ctx_len=ctx_len, micro_bsz=micro_bsz)
+    bin_path, idx_path = binidx_paths(out)
+    formats = {docs.name: kind}
+    meta = {
+        "format": META_FORMAT, "tokenizer": None, "dtype": dtype, "eod": False, "shuffle": shuffle, "seed": seed,
+        "inputs": [str(p) for p in inputs], "source_formats": formats, "suggested_loss_mask": "pad", "stats": stats,
+    }
+    return PrepareResult(bin_path, idx_path, _write_meta(out, meta), stats, formats)
+
+
+def _write_meta(out: str | Path, meta: dict[str, Any]) -> Path:
+    from rwkv_tune.checkpoint import atomic_path
+
+    mpath = meta_path(out)
+    with atomic_path(mpath) as t:
+        t.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return mpath
+
+
+def prepare(inputs: Sequence[str | Path], out: str | Path, *, options: SourceOptions | None = None,
+            eod: bool = True, shuffle: bool = False, seed: int = 0, ctx_len: int | None = None,
+            micro_bsz: int = 1, progress: bool = False, type: str | None = None, split: str | None = None,
+            vocab_size: int | None = None) -> PrepareResult:
+    """Tokenize documents from `inputs` (or copy token ids) into `out`.bin/.idx (+ .meta.json); return stats.
+
+    `type` is a data.type (default: options.fmt); `split` a Hugging Face split; `seed` also seeds dummy
+    data; `vocab_size` refuses token ids at or above it in token sources.
+    """
+    inputs = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    options = source_options(options, type)
+    kind = resolve_type(inputs, type or options.fmt, split)
+    if kind in TOKEN_TYPES:
+        return _prepare_tokens(inputs, out, kind, shuffle=shuffle, seed=seed, ctx_len=ctx_len, micro_bsz=micro_bsz,
+                               vocab_size=vocab_size)
+    reader = document_reader(inputs, options, kind, split)
+    bin_path, idx_path = binidx_paths(out)
+    _check_outputs(out, reader.files)
     with _progress(progress) as bar:
-        task = bar.add_task("tokenize", total=reader.total_bytes) if bar is not None else None
+        task = bar.add_task("tokenize", total=reader.total_bytes or None) if bar is not None else None
         with tempfile.TemporaryDirectory(dir=bin_path.parent, prefix=".prepare-") as tmp:
             stage = Path(tmp) / "stage" if shuffle else out
             with BinIdxWriter(stage) as w:
@@ -129,9 +210,9 @@ def prepare(inputs: Sequence[str | Path], out: str | Path, *, options: SourceOpt
                     if bar is not None:
                         bar.update(task, completed=reader.bytes_read)
                 if not w.sizes:
-                    raise DataError(
-                        f"no documents found in {len(reader.files)} input file(s) ({reader.empty} empty, "
-                        f"{len(reader.skipped)} invalid skipped)", "Check the inputs and --format/--fields.")
+                    where = getattr(reader, "name", None) or f"{len(reader.files)} input file(s)"
+                    raise DataError(f"no documents found in {where} ({reader.empty} empty, {len(reader.skipped)} "
+                                    "invalid skipped)", "Check the inputs and --format/--fields.")
             sizes = np.asarray(w.sizes, dtype=np.int64)
             if shuffle:
                 staged = read_binidx(stage)
@@ -146,13 +227,10 @@ def prepare(inputs: Sequence[str | Path], out: str | Path, *, options: SourceOpt
     template = options.template
     meta = {
         "format": META_FORMAT, "tokenizer": VOCAB_NAME, "dtype": "uint16", "eod": eod, "shuffle": shuffle,
-        "seed": seed, "inputs": [str(f) for f in reader.files], "source_formats": reader.formats,
+        "seed": seed, "inputs": [str(f) for f in reader.files] or [str(p) for p in inputs],
+        "source_formats": reader.formats, "split": split,
         "chat_template": template.to_dict(), "loss_markers": template.markers().to_dict(),
-        "suggested_loss_mask": SUGGESTED_MASK[fmts[0]] if len(fmts) == 1 else "pad", "stats": stats,
+        "suggested_loss_mask": SUGGESTED_MASK.get(fmts[0], "pad") if len(fmts) == 1 else "pad", "stats": stats,
     }
-    from rwkv_tune.checkpoint import atomic_path
-
-    with atomic_path(mpath) as t:
-        t.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return PrepareResult(bin_path, idx_path, mpath, stats, reader.formats, reader.skipped, reader.empty,
-                         reader.bytes_read)
+    return PrepareResult(bin_path, idx_path, _write_meta(out, meta), stats, reader.formats, reader.skipped,
+                         reader.empty, reader.bytes_read)

@@ -1,4 +1,4 @@
-"""Read documents from user files: jsonl text, SFT records, chat messages, plain text.
+"""Read documents from user files: jsonl text, SFT records, chat messages, plain text (UTF-8 or UTF-16LE).
 
 Every document comes with its origin (`file:line`) so that a bad record is reported where it is.
 SFT and chat records are rendered in RWKV's chat format (`User: …\\n\\nAssistant: …`) through one
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rwkv_tune.data.masks import LossMarkers
 from rwkv_tune.errors import DataError
 
 FORMATS = ("auto", "jsonl", "sft", "chat", "text")
+ENCODINGS = ("utf-8", "utf-16le")
 TEXT_SUFFIXES = {".txt", ".md", ".text"}
 JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
 SFT_FIELDS = (
@@ -30,6 +33,7 @@ ROLE_ALIASES = {
     "model": "assistant", "system": "system",
 }
 _BLANK_RUN = re.compile(r"\n{2,}")
+_BOM = "\ufeff"
 _SKIP_FIX = "Fix it, or pass --skip-invalid to skip bad records."
 
 
@@ -74,13 +78,14 @@ class ChatTemplate:
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """How to read inputs: format, field names, chat template, text splitting, bad-record policy."""
+    """How to read inputs: format, field names, chat template, text splitting and encoding, bad-record policy."""
 
     fmt: str = "auto"
     fields: tuple[str, ...] | None = None
     template: ChatTemplate = field(default_factory=ChatTemplate)
     text_docs: str = "blank"
     skip_invalid: bool = False
+    encoding: str = "utf-8"
 
 
 @dataclass
@@ -110,30 +115,31 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-class DocumentReader:
-    """Iterate the documents of several files, counting what was skipped and how many bytes were read."""
+class RecordReader:
+    """What every document source shares: the options, bad-record policy, counters, record rendering.
 
-    def __init__(self, inputs: Sequence[str | Path], options: SourceOptions | None = None):
+    Subclasses (files here, Hugging Face datasets in `hf.py`) set `files`, `total_bytes` and iterate
+    `Document`s; `prepare` and `open_documents` only use this interface.
+    """
+
+    def __init__(self, options: SourceOptions | None = None):
         self.options = options or SourceOptions()
         if self.options.fmt not in FORMATS:
             raise DataError(f"format {self.options.fmt!r} is not known", f"Use one of: {', '.join(FORMATS)}.")
         if self.options.text_docs not in ("blank", "file"):
             raise DataError(f"text split {self.options.text_docs!r} is not known", "Use 'blank' or 'file'.")
-        self.files = expand_inputs(inputs)
-        self.total_bytes = sum(f.stat().st_size for f in self.files)
+        if self.options.encoding not in ENCODINGS:
+            raise DataError(f"text encoding {self.options.encoding!r} is not supported",
+                            f"Use one of: {', '.join(ENCODINGS)} (or convert the file to UTF-8).")
+        self.files: list[Path] = []
+        self.total_bytes = 0
         self.bytes_read = 0
         self.skipped: list[str] = []
         self.empty = 0
         self.formats: dict[str, str] = {}
 
-    def __iter__(self) -> Iterator[Document]:
-        for path in self.files:
-            fmt = self.options.fmt
-            if fmt == "text" or (fmt == "auto" and path.suffix in TEXT_SUFFIXES):
-                self.formats[str(path)] = "text"
-                yield from self._text(path)
-            else:
-                yield from self._records(path, fmt)
+    def __iter__(self) -> Iterator[Document]:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def _bad(self, origin: str, what: str) -> None:
         if not self.options.skip_invalid:
@@ -151,50 +157,83 @@ class DocumentReader:
             return
         yield Document(text, origin)
 
-    def _text(self, path: Path) -> Iterator[Document]:
-        if self.options.text_docs == "file":
-            raw = path.read_bytes()
-            self.bytes_read += len(raw)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                self._bad(f"{path}:{_line_of(raw, e.start)}", f"invalid UTF-8 (byte 0x{raw[e.start]:02x})")
-                return
-            yield from self._emit(text.replace("\r\n", "\n").rstrip("\n"), str(path))
-            return
-        lines: list[str] = []
-        start, bad = 0, False
-        with open(path, "rb") as f:
-            for no, raw in enumerate(f, 1):
-                self.bytes_read += len(raw)
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    self._bad(f"{path}:{no}", f"invalid UTF-8 (byte 0x{raw[e.start]:02x})")
-                    bad, line = True, "x\n"
-                if line.strip():
-                    if not lines:
-                        start = no
-                    lines.append(line.replace("\r\n", "\n"))
-                    continue
-                if lines and not bad:
-                    yield from self._emit("".join(lines).rstrip("\n"), f"{path}:{start}")
-                lines, bad = [], False
-        if lines and not bad:
-            yield from self._emit("".join(lines).rstrip("\n"), f"{path}:{start}")
-
-    def _records(self, path: Path, fmt: str) -> Iterator[Document]:
+    def _render(self, key: str, records: Iterable[tuple[str, dict[str, Any]]], fmt: str) -> Iterator[Document]:
+        """Records (origin, dict) → documents in format `fmt` (auto: detected from the first record)."""
         render = None
-        for origin, rec in self._json_records(path):
+        for origin, rec in records:
             if render is None:
                 fmt, render = _renderer(fmt, rec, self.options, origin)
-                self.formats[str(path)] = fmt
+                self.formats[key] = fmt
             try:
                 text = render(rec)
             except _BadRecord as e:
                 self._bad(origin, str(e))
                 continue
             yield from self._emit(text, origin)
+
+
+class DocumentReader(RecordReader):
+    """Iterate the documents of several files, counting what was skipped and how many bytes were read."""
+
+    def __init__(self, inputs: Sequence[str | Path], options: SourceOptions | None = None):
+        super().__init__(options)
+        self.files = expand_inputs(inputs)
+        self.total_bytes = sum(f.stat().st_size for f in self.files)
+
+    def __iter__(self) -> Iterator[Document]:
+        for path in self.files:
+            fmt = self.options.fmt
+            if fmt == "text" or (fmt == "auto" and path.suffix in TEXT_SUFFIXES):
+                self.formats[str(path)] = "text" if self.options.encoding == "utf-8" else self.options.encoding
+                yield from self._text(path)
+            else:
+                yield from self._render(str(path), self._json_records(path), fmt)
+
+    def _text(self, path: Path) -> Iterator[Document]:
+        enc = self.options.encoding
+        if self.options.text_docs == "file":
+            raw = path.read_bytes()
+            self.bytes_read += len(raw)
+            try:
+                text = raw.decode(enc)
+            except UnicodeDecodeError as e:
+                self._bad(f"{path}:{_line_of(raw, e.start, enc)}", _invalid(raw, e, enc))
+                return
+            yield from self._emit(text.removeprefix(_BOM).replace("\r\n", "\n").rstrip("\n"), str(path))
+            return
+        lines: list[str] = []
+        start, bad = 0, False
+        for no, line in self._lines(path):
+            if line is None:
+                bad, line = True, "x\n"
+            if line.strip():
+                if not lines:
+                    start = no
+                lines.append(line.replace("\r\n", "\n"))
+                continue
+            if lines and not bad:
+                yield from self._emit("".join(lines).rstrip("\n"), f"{path}:{start}")
+            lines, bad = [], False
+        if lines and not bad:
+            yield from self._emit("".join(lines).rstrip("\n"), f"{path}:{start}")
+
+    def _lines(self, path: Path) -> Iterator[tuple[int, str | None]]:
+        """(line number, decoded line with its newline), or None for a line that is not valid in the encoding.
+
+        UTF-8 streams line by line; UTF-16LE is read whole and split at newline code units.
+        """
+        enc = self.options.encoding
+        with open(path, "rb") as f:
+            raws: Iterable[bytes] = _utf16le_lines(f.read()) if enc == "utf-16le" else f
+            for no, raw in enumerate(raws, 1):
+                self.bytes_read += len(raw)
+                try:
+                    line = raw.decode(enc)
+                except UnicodeDecodeError as e:
+                    self._bad(f"{path}:{no}", _invalid(raw, e, enc))
+                    yield no, None
+                    continue
+                yield no, line.removeprefix(_BOM) if no == 1 else line
 
     def _json_records(self, path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         with open(path, "rb") as f:
@@ -239,8 +278,30 @@ class _BadRecord(Exception):
     pass
 
 
-def _line_of(raw: bytes, pos: int) -> int:
+def _line_of(raw: bytes, pos: int, encoding: str = "utf-8") -> int:
+    if encoding == "utf-16le":
+        return raw[:pos - pos % 2].decode(encoding, errors="replace").count("\n") + 1
     return raw.count(b"\n", 0, pos) + 1
+
+
+def _invalid(raw: bytes, e: UnicodeDecodeError, encoding: str) -> str:
+    """What is wrong with undecodable bytes, e.g. 'invalid UTF-8 (byte 0xe9)'."""
+    name = "UTF-8" if encoding == "utf-8" else "UTF-16LE"
+    if encoding == "utf-16le":
+        return f"invalid {name} ({e.reason} at byte {e.start})"
+    return f"invalid {name} (byte 0x{raw[e.start]:02x})"
+
+
+def _utf16le_lines(raw: bytes) -> Iterator[bytes]:
+    """Split UTF-16LE bytes after each newline code unit (0x000A at an even offset); a BOM stays on line 1."""
+    units = np.frombuffer(raw, dtype="<u2", count=len(raw) // 2)
+    ends = (np.flatnonzero(units == 0x0A) + 1) * 2
+    start = 0
+    for end in ends.tolist():
+        yield raw[start:end]
+        start = end
+    if start < len(raw):
+        yield raw[start:]
 
 
 def _get_str(rec: dict[str, Any], key: str, optional: bool = False) -> str:
