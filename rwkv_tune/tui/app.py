@@ -1,0 +1,300 @@
+"""The training dashboard: a Textual app that tails a run's `metrics.jsonl` and steers the trainer.
+
+The trainer is another process; this app reads only `metrics.jsonl` (a thread worker tails it
+and posts messages) and writes one word into the run's `control` file (pause, resume, save,
+stop). It never imports torch: a merge runs in a subprocess or through a callback it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from rich.text import Text
+from textual import work
+from textual.app import App
+from textual.worker import get_current_worker
+
+from rwkv_tune.runs import RunDir
+from rwkv_tune.tui.format import one_line
+from rwkv_tune.tui.merging import MergeRequest, MergeRunner, subprocess_merge
+from rwkv_tune.tui.messages import EventsRead, MergeFinished, MergeProgressed, TailFailed, TailReset
+from rwkv_tune.tui.screens import DashboardScreen, MergeScreen, QuitScreen
+from rwkv_tune.tui.state import MergeState, RunState
+from rwkv_tune.tui.tail import MetricsTail
+from rwkv_tune.tui.widgets import EventLog
+
+CONTROL_WORDS = ("pause", "resume", "save", "stop")
+BATCH = 2000  # events per message when catching up on a long file
+TRAIN_LOG = "train.log"  # where the train command sends the trainer's own output, if it does
+
+
+class Process(Protocol):
+    """What the app needs from the trainer's process handle (a `subprocess.Popen`)."""
+
+    def poll(self) -> int | None: ...
+
+
+def write_control(run_dir: Path, word: str) -> None:
+    """Atomically replace the run's control file with one word, so the trainer never reads half of it."""
+    if word not in CONTROL_WORDS:
+        raise ValueError(f"unknown control word {word!r}")
+    path = RunDir(Path(run_dir)).control
+    tmp = path.with_name(f".control.{os.getpid()}.tmp")
+    tmp.write_text(word, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class DashboardApp(App[str | None]):
+    """Live view of one run directory; returns 'detach', 'quit', or the run's final status."""
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "rwkv-tune"
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(self, run_dir: Path | str, *, follow: bool = True, process: Process | None = None,
+                 merge: MergeRunner | None = None, exit_on_done: bool = False, poll_s: float = 0.5) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.follow = follow
+        self.process = process
+        self.merge_runner: MergeRunner = merge or subprocess_merge
+        self.exit_on_done = exit_on_done
+        self.poll_s = poll_s
+        self.state = RunState()
+        self.tail_error: str | None = None
+        self.process_code: int | None = None
+        self._process_polls_after_exit = 0
+        self._exit_when_finished = False
+        self._merge_dialog_shown = False
+        self._stop = threading.Event()
+        self._dashboard: DashboardScreen | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def get_default_screen(self) -> DashboardScreen:
+        return DashboardScreen()
+
+    @property
+    def dashboard(self) -> DashboardScreen:
+        assert self._dashboard is not None, "the dashboard screen is not mounted yet"
+        return self._dashboard
+
+    def dashboard_ready(self, screen: DashboardScreen) -> None:
+        """Called when the main screen is mounted: draw, then start tailing."""
+        self._dashboard = screen
+        self.refresh_view()
+        self.tail_metrics()
+        if self.process is not None:
+            self.set_interval(self.poll_s, self.check_process)
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    # ---- reading metrics.jsonl ------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="tail", exit_on_error=False, description="tail metrics.jsonl")
+    def tail_metrics(self) -> None:
+        """Post the events appended to metrics.jsonl; poll until the app ends (or once, without follow)."""
+        worker = get_current_worker()
+        tail = MetricsTail(self.run_dir / "metrics.jsonl")
+        while not worker.is_cancelled and not self._stop.is_set():
+            try:
+                events = tail.read_new()
+            except OSError as exc:
+                self.post_message(TailFailed(str(exc)))
+                events = []
+            if tail.reset:
+                self.post_message(TailReset())
+            for i in range(0, len(events), BATCH):
+                self.post_message(EventsRead(events[i:i + BATCH]))
+            if not self.follow:
+                return
+            self._stop.wait(self.poll_s)
+
+    def on_events_read(self, message: EventsRead) -> None:
+        for event in message.events:
+            try:
+                self.state.apply(event)
+            except Exception as exc:  # a malformed event must not take the dashboard down
+                self.state.note("red", f"bad event ignored ({type(exc).__name__}: {exc}): "
+                                f"{one_line(json.dumps(event, default=str), 120)}")
+        self.tail_error = None
+        if self.state.merge.status == "running" and not self._merge_dialog_shown:
+            self._merge_dialog_shown = True
+            self.push_screen(MergeScreen())
+        self.refresh_view()
+
+    def on_tail_reset(self, message: TailReset) -> None:
+        self.state = RunState()
+        self.dashboard.query_one(EventLog).reset()
+        self.refresh_view()
+
+    def on_tail_failed(self, message: TailFailed) -> None:
+        self.tail_error = message.error
+        self.refresh_view()
+
+    def check_process(self) -> None:
+        """Notice a trainer that ended without a done event (give the tail two polls to catch up)."""
+        if self.process is None or self.process_code is not None:
+            return
+        code = self.process.poll()
+        if code is None:
+            return
+        self._process_polls_after_exit += 1
+        if self.state.finished or self._process_polls_after_exit > 2:
+            self.process_code = code
+            if not self.state.finished:
+                self.state.status = "exited"
+                self.state.note("bold red", f"the trainer exited with code {code} before finishing")
+            self.refresh_view()
+
+    # ---- rendering ------------------------------------------------------------------------
+
+    def status_text(self) -> Text:
+        """One line that says what is happening and what the user can do."""
+        s = self.state
+        if self.tail_error:
+            return Text(f"cannot read metrics.jsonl: {self.tail_error}", "bold red")
+        if s.merge.status == "running":
+            return Text(f"merging {s.merge.done}/{s.merge.total or '?'} tensors…", "bold cyan")
+        if s.merge.status == "failed":
+            return Text(f"merge failed: {s.merge.message}", "bold red")
+        if s.status == "waiting":
+            return Text(f"waiting for {self.run_dir / 'metrics.jsonl'}…", "dim")
+        if s.status == "error":
+            return Text(f"error: {(s.error or {}).get('message', '')}", "bold red")
+        if s.status == "exited":
+            log = self.run_dir / TRAIN_LOG
+            see = f"; see {log}" if log.exists() else ""
+            return Text(f"the trainer exited (code {self.process_code}) before finishing{see}", "bold red")
+        if s.finished:
+            adapter = (s.done or {}).get("adapter") or "-"
+            if s.merge.status == "done":
+                return Text(f"{s.status} · merged model: {s.merge.path}", "bold green")
+            hint = "m merges · q quits" if s.status == "done" else "q quits"
+            return Text(f"{s.status} at step {s.step} · adapter {adapter} · {hint}", "bold green")
+        if s.stopping:
+            return Text("stopping: the trainer saves a checkpoint and ends…", "bold yellow")
+        if s.paused:
+            return Text("paused · p resumes", "bold yellow")
+        last = next((text for style, text in reversed(s.log) if "yellow" in style), None)
+        if last:
+            return Text(last, "yellow")
+        return Text("training · p pauses · s saves now · q quits", "dim")
+
+    def refresh_view(self) -> None:
+        if self._dashboard is None:
+            return
+        self.dashboard.show(self.state, self.run_dir, self.status_text())
+        if isinstance(self.screen, MergeScreen):
+            self.screen.show(self.state.merge)
+        self._maybe_exit()
+
+    def _maybe_exit(self) -> None:
+        s = self.state
+        if not s.finished or s.merge.status == "running":
+            return
+        if self._exit_when_finished or self.exit_on_done:
+            self.exit(s.status)
+
+    # ---- commands from the keys -----------------------------------------------------------
+
+    def send_control(self, word: str) -> None:
+        """Ask the trainer (through the control file) to pause, resume, save or stop."""
+        if self.state.finished:
+            self.notify("The run has ended.", severity="warning")
+            return
+        try:
+            write_control(self.run_dir, word)
+        except OSError as exc:
+            self.notify(f"Cannot write {RunDir(self.run_dir).control}: {exc}", severity="error")
+            return
+        if word == "pause":
+            self.state.paused = True
+        elif word == "resume":
+            self.state.paused = False
+        elif word == "stop":
+            self.state.stopping = True
+        self.notify({"pause": "Pausing after the current step.", "resume": "Resuming.",
+                     "save": "Saving a checkpoint after the current step.",
+                     "stop": "Stopping: the trainer saves and ends."}[word])
+        self.refresh_view()
+
+    async def action_quit(self) -> None:
+        """ctrl+q asks like q does, so a reflex never stops or orphans a run silently."""
+        self.ask_quit()
+
+    def ask_quit(self) -> None:
+        """q: quit at once when nothing runs; otherwise offer stop-and-save, detach, cancel."""
+        if self.state.finished and self.state.merge.status != "running":
+            self.exit("quit")
+            return
+        if isinstance(self.screen, QuitScreen):
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == "stop":
+                self._exit_when_finished = True
+                self.send_control("stop")
+            elif choice == "detach":
+                self.exit("detach")
+
+        self.push_screen(QuitScreen(can_stop=not self.state.finished), chosen)
+
+    def start_merge(self) -> None:
+        """m: merge the finished run's adapter into the base model (or show the merge in progress)."""
+        merge = self.state.merge
+        if merge.status in ("running", "done"):
+            self.push_screen(MergeScreen())
+            return
+        if self.state.status not in ("done", "stopped", "interrupted"):
+            self.notify("Merging is available once training is done.", severity="warning")
+            return
+        self.state.merge = MergeState(status="running", message="starting…")
+        self._merge_dialog_shown = True
+        self.push_screen(MergeScreen())
+        self.run_merge(self.merge_request())
+        self.refresh_view()
+
+    def merge_request(self) -> MergeRequest:
+        """The run's base model (from its preset), its adapter, and merged.pth in the run directory."""
+        run = RunDir(self.run_dir)
+        preset = self.state.preset
+        adapter = str((self.state.done or {}).get("adapter") or "")
+        if not adapter or not Path(adapter).exists():
+            adapter = str(run.adapter)
+        base = (preset.get("model") or {}).get("path") or None
+        dtype = (preset.get("output") or {}).get("merge_dtype") or None
+        return MergeRequest(self.run_dir, base, adapter, str(run.merged), dtype)
+
+    @work(thread=True, exclusive=True, group="merge", exit_on_error=False, description="merge")
+    def run_merge(self, request: MergeRequest) -> None:
+        """Run the merge callback off the UI thread; its progress and result come back as messages."""
+
+        def progress(done: int, total: int) -> None:
+            self.post_message(MergeProgressed(done, total))
+
+        try:
+            result = self.merge_runner(request, progress)
+        except Exception as exc:  # shown in the dialog; the dashboard stays up
+            message = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+            self.post_message(MergeFinished(None, message))
+        else:
+            self.post_message(MergeFinished(result or {}, None))
+
+    def on_merge_progressed(self, message: MergeProgressed) -> None:
+        self.state.merge.status = "running"
+        self.state.merge.done, self.state.merge.total = message.done, message.total
+        self.refresh_view()
+
+    def on_merge_finished(self, message: MergeFinished) -> None:
+        if message.error is not None:
+            self.state.merge.status, self.state.merge.message = "failed", message.error
+            self.state.note("bold red", f"merge failed: {message.error}")
+        elif self.state.merge.status != "done":  # the merge's own merge_done event may have come first
+            self.state.finish_merge(message.result or {})
+        self.refresh_view()
