@@ -20,7 +20,7 @@ from rwkv_tune.errors import ConfigError
 METHODS = ("lora", "pissa", "disha", "bone", "bat", "miss", "state", "full")
 CANONICAL_METHOD = {"bone": "miss", "bat": "miss", "disha": "miss"}
 QUANTS = ("none", "int8", "nf4", "fp4")
-DATA_TYPES = ("auto", "binidx", "jsonl", "sft", "chat", "text", "utf-8", "utf-16le", "numpy", "uint16", "dummy")
+DATA_TYPES = ("auto", "binidx", "jsonl", "sft", "chat", "text", "utf-8", "utf-16le", "numpy", "uint16", "dummy", "hf")
 DATALOADS = ("get", "pad", "only")
 LOSS_MASKS = ("pad", "qa", "sft", "none")
 SCHEDULES = ("cos_decay", "wsd", "constant")

@@ -16,7 +16,9 @@ Event schema, version 1. Every line has `event`, `time` (unix seconds) and `v` (
   checkpoint {step, epoch, path}
   warning    {message}
   error      {message, kind}
-  done       {step, reason: finished|stopped|interrupted, adapter, merged}
+  done       {step, reason: finished|stopped|interrupted|diverged, adapter, merged}
+  control    {action: pause|resume|save|stop}   the trainer acted on a control word
+  merge_progress {done, total};  merge_done {path, verified, report}
 Torch-free: the dashboard and `watch` read this without importing torch.
 """
 
@@ -31,7 +33,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 SCHEMA_VERSION = 1
-EVENT_TYPES = ("run_start", "step", "eval", "sample", "checkpoint", "warning", "error", "done")
+EVENT_TYPES = ("run_start", "step", "eval", "sample", "checkpoint", "warning", "error", "done", "control",
+               "merge_progress", "merge_done")
 
 
 @dataclass(frozen=True)

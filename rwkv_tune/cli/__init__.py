@@ -14,10 +14,16 @@ import typer
 from rwkv_tune import __version__
 from rwkv_tune.cli import bench as bench_cmd
 from rwkv_tune.cli import data as data_cmd
+from rwkv_tune.cli import demo as demo_cmd
 from rwkv_tune.cli import doctor as doctor_cmd
 from rwkv_tune.cli import estimate as estimate_cmd
+from rwkv_tune.cli import generate as generate_cmd
+from rwkv_tune.cli import init as init_cmd
 from rwkv_tune.cli import inspect as inspect_cmd
 from rwkv_tune.cli import merge as merge_cmd
+from rwkv_tune.cli import presets as presets_cmd
+from rwkv_tune.cli import train as train_cmd
+from rwkv_tune.cli import watch as watch_cmd
 from rwkv_tune.cli._common import run_guarded
 
 app = typer.Typer(
@@ -46,12 +52,18 @@ def _root(
         os.environ["RWKV_TUNE_DEBUG"] = "1"
 
 
+app.command("init")(init_cmd.init)
+app.command("train")(train_cmd.train)
+app.command("watch")(watch_cmd.watch)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("merge")(merge_cmd.merge)
 app.command("estimate")(estimate_cmd.estimate)
+app.command("generate")(generate_cmd.generate)
+app.command("demo")(demo_cmd.demo)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("bench")(bench_cmd.bench)
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(presets_cmd.app, name="presets")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ e.g. a trainable time_state; autograd then sums its gradient over the batch).
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from rwkv_tune.model.wkv.chunked6 import wkv6_chunked
@@ -48,6 +49,10 @@ def _lookup(ops: dict, op: str, version: str) -> Callable:
     )
 
 
+def _no_autocast(x: Tensor) -> torch.autocast:
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def _check(names: str, tensors: tuple[Tensor, ...], state: Tensor | None) -> Tensor | None:
     """Check [B, T, H, N] shapes and return the state as [B, H, N, N] (or None)."""
     shape = tensors[0].shape
@@ -82,7 +87,8 @@ def wkv7(
     State layout is the official [B, H, N_value, N_key]. Returns (y, final_state).
     """
     state = _check("r log_decay k v a b", (r, log_decay, k, v, a, b), state)
-    return _lookup(WKV7_OPS, op, "RWKV-7")(r, log_decay, k, v, a, b, state)
+    with _no_autocast(r):  # the recurrence must run in fp32 even inside a bf16 autocast region
+        return _lookup(WKV7_OPS, op, "RWKV-7")(r, log_decay, k, v, a, b, state)
 
 
 def wkv6(
@@ -104,7 +110,8 @@ def wkv6(
     H, N = r.shape[2], r.shape[3]
     if u.shape != (H, N):
         raise ValueError(f"WKV bonus u has shape {tuple(u.shape)}, expected {(H, N)}")
-    return _lookup(WKV6_OPS, op, "RWKV-6/5")(r, log_decay, k, v, u, state)
+    with _no_autocast(r):
+        return _lookup(WKV6_OPS, op, "RWKV-6/5")(r, log_decay, k, v, u, state)
 
 
 __all__ = ["WKV6_OPS", "WKV7_OPS", "register_op", "wkv6", "wkv7"]

@@ -1,0 +1,104 @@
+"""`rwkv-tune train preset.yaml`: validate, show the plan, train (dashboard or plain output), merge."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from rwkv_tune.cli._common import console, print_json, user_errors
+
+
+def train(
+    preset: Path = typer.Argument(..., help="The preset YAML (from `rwkv-tune init` or `rwkv-tune presets copy`)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.lr_init=1e-4 (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved preset, the plan and the VRAM estimate; "
+                                 "train nothing."),
+    resume: str = typer.Option(None, "--resume", help="auto (latest checkpoint of the run) or a checkpoint folder."),
+    no_tui: bool = typer.Option(False, "--no-tui", help="Plain progress output instead of the dashboard."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the plan as JSON."),
+) -> None:
+    """Train from a preset: validation, plan, live progress, checkpoints, exact resume, merge at the end."""
+    from rwkv_tune import preset as preset_mod
+
+    with user_errors():
+        p = preset_mod.load(preset, set_)
+        if dry_run:
+            plan = dry_run_plan(p)
+            if as_json:
+                print_json(plan)
+            else:
+                _print_plan(p, plan)
+            return
+        if p.train.devices * p.train.nodes > 1 and os.environ.get("RANK") is None:
+            from rwkv_tune.train.launcher import launch
+
+            raise typer.Exit(launch(preset, set_, resume))
+        use_tui = not no_tui and sys.stdout.isatty() and os.environ.get("RWKV_TUNE_NO_TUI") != "1"
+        if use_tui:
+            from rwkv_tune.train.launcher import train_with_dashboard
+
+            raise typer.Exit(train_with_dashboard(preset, set_, resume, Path(p.output.dir)))
+        _train_here(p, resume)
+
+
+def _train_here(p, resume: str | None) -> None:
+    from rwkv_tune.progress import make_printer
+    from rwkv_tune.train import run
+
+    result = run(p, resume=resume, echo=make_printer(console))
+    if result.reason == "diverged":
+        raise typer.Exit(1)
+    if p.output.merge and result.adapter is not None:
+        from rwkv_tune.train.finish import merge_run
+
+        merge_run(p, console=console)
+
+
+def dry_run_plan(p) -> dict:
+    """What the run will do, without torch: steps, tokens, passes over the data, VRAM estimate."""
+    from rwkv_tune.estimate import estimate
+    from rwkv_tune.preset import dump
+    from rwkv_tune.train.plan import data_tokens
+
+    est = estimate(p.model.path, method=p.method.name, rank=p.method.r, mode=p.method.mode, quant=p.quant,
+                   ctx_len=p.data.ctx_len, micro_bsz=p.train.micro_bsz, grad_cp=p.train.grad_cp,
+                   precision=p.train.precision, strategy=p.train.strategy, devices=p.train.devices,
+                   accumulate_grad_batches=p.train.accumulate_grad_batches, train_type=p.train.train_type,
+                   chunk_ctx=p.train.chunk_ctx, train_parts=list(p.method.train_parts),
+                   epoch_steps=p.train.epoch_steps, epoch_count=p.train.epoch_count)
+    tokens = data_tokens(p.data.path)
+    info = est.to_dict()
+    return {
+        "preset": dump(p),
+        "spec": est.spec.to_dict(),
+        "method": p.method_name, "quant": p.quant,
+        "trainable_params": info["trainable_params"],
+        "total_steps": p.total_steps, "real_batch": p.real_batch, "tokens_per_step": p.real_batch * p.data.ctx_len,
+        "total_tokens": p.total_tokens, "data_tokens": tokens,
+        "passes_over_data": (p.total_tokens / tokens) if tokens else None,
+        "vram_gib": est.total_gib, "vram_breakdown": est.breakdown, "gpus_fit": info["gpus_fit"],
+        "time": info["timing"],
+    }
+
+
+def _print_plan(p, plan: dict) -> None:
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+
+    console.print(Panel(Syntax(plan["preset"], "yaml", theme="ansi_dark"), title="resolved preset", expand=False))
+    spec = plan["spec"]
+    console.print(f"[bold]model[/] RWKV-{spec['version']} L{spec['n_layer']} × C{spec['n_embd']} "
+                  f"({spec.get('size_name', '')}) · method {plan['method']} · quant {plan['quant']}")
+    if plan["trainable_params"]:
+        console.print(f"[bold]trainable[/] {plan['trainable_params']:,} parameters")
+    passes = plan["passes_over_data"]
+    console.print(f"[bold]steps[/] {plan['total_steps']:,} × {plan['tokens_per_step']:,} tokens = "
+                  f"{plan['total_tokens']:,} tokens" + (f" ≈ {passes:.2f} passes over the data" if passes else ""))
+    console.print(f"[bold]VRAM[/] ≈ {plan['vram_gib']:.2f} GiB per GPU  "
+                  + "  ".join(f"{k} {v:.2f}" for k, v in plan["vram_breakdown"].items() if v))
+    if plan["gpus_fit"]:
+        console.print(f"[bold]fits[/] {', '.join(plan['gpus_fit'][:6])}" + (" …" if len(plan["gpus_fit"]) > 6 else ""))
+    console.print(f"\nNext: [bold]rwkv-tune train {p.source}[/]")

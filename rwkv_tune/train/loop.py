@@ -1,0 +1,376 @@
+"""The training loop: one plain PyTorch loop for every method, version and engine.
+
+    setup:  load model (mmap) → quantize → apply the PEFT method → batches → AdamW over trainable params
+    step:   micro-batches (× accumulate) → loss (chunked CE + L2Wrap) → clip → optimizer step → event
+    saves:  every epoch_save epochs (and save_every_steps), on Ctrl-C/SIGTERM, on a `save` control word
+The trainer talks to the outside world only through the run directory (`rwkv_tune.runs`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rwkv_tune import __version__
+from rwkv_tune.errors import ConfigError, UserError
+from rwkv_tune.preset import Preset, check_against_spec, dump
+from rwkv_tune.runs import EventWriter, RunDir
+from rwkv_tune.train import methods
+from rwkv_tune.train.checkpointing import load_trainer_state, rng_state, save_checkpoint, set_rng_state
+from rwkv_tune.train.losses import sequence_loss
+from rwkv_tune.train.schedules import learning_rate
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32}
+
+
+@dataclass
+class TrainResult:
+    step: int
+    reason: str  # finished | stopped | interrupted | diverged
+    adapter: Path | None
+    losses: list[float]
+
+
+def pick_device(preset: Preset) -> torch.device:
+    want = preset.train.device
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device = {want} but no CUDA GPU is visible", "Use train.device: cpu (or auto).")
+    return torch.device(want)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def memory_stats(device: torch.device) -> dict[str, float]:
+    if device.type == "cuda":
+        return {"gpu_allocated_gib": torch.cuda.memory_allocated(device) / 2**30,
+                "gpu_reserved_gib": torch.cuda.memory_reserved(device) / 2**30,
+                "gpu_peak_gib": torch.cuda.max_memory_reserved(device) / 2**30}
+    try:
+        with open("/proc/self/statm") as f:
+            rss_pages = int(f.read().split()[1])
+        return {"cpu_rss_gib": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**30}
+    except (OSError, ValueError):
+        return {}
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay only on ≥2-D Linear/emb/head weights; v7 w0 at 2× lr (as the official trainer)."""
+    decay, no_decay, double = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.endswith("att.w0"):
+            double.append(p)
+        elif weight_decay > 0 and name.endswith("weight") and p.squeeze().ndim >= 2:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [{"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0})
+    if double:
+        groups.append({"params": double, "weight_decay": 0.0, "lr_scale": 2.0})
+    return [g for g in groups if g["params"]]
+
+
+class Trainer:
+    """Owns one run: model, method, data, optimizer, and the event stream (rank 0)."""
+
+    def __init__(self, preset: Preset, *, resume: str | None = None, rank: int = 0, world_size: int = 1,
+                 echo: Any = None, engine: Any = None):
+        self.preset = preset
+        self.run = RunDir(Path(preset.output.dir))
+        self.rank, self.world_size = rank, world_size
+        self.resume = resume
+        self.engine = engine
+        self.events = EventWriter(self.run.metrics, echo=echo) if rank == 0 else None
+        self.stop_reason: str | None = None
+        self.losses: list[float] = []
+
+    # ----------------------------------------------------------------- setup
+    def emit(self, event: str, **payload: Any) -> None:
+        if self.events is not None:
+            self.events.emit(event, **payload)
+
+    def setup(self) -> None:
+        from rwkv_tune.data import make_batches
+        from rwkv_tune.model import load_model
+
+        p = self.preset
+        self.device = pick_device(p) if self.engine is None else self.engine.device
+        seed_everything(p.train.seed)
+        if p.train.precision == "tf32" and self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+        weights_dtype = DTYPES[p.train.precision] if self.device.type == "cuda" else torch.float32
+        if self.device.type == "cpu" and p.train.precision in ("bf16", "fp16"):
+            weights_dtype = DTYPES[p.train.precision]
+        self.model = load_model(p.model.path, op=p.train.op, dtype=weights_dtype, device=self.device)
+        self.spec = self.model.spec
+        check_against_spec(p, self.spec)
+        self.model.grad_cp = p.train.grad_cp
+        self.method = methods.apply(self.model, p)
+        for param in self.model.parameters():  # trainable weights live in fp32 (master weights)
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+        self.trainable = [q for q in self.model.parameters() if q.requires_grad]
+        if not self.trainable:
+            raise ConfigError(f"method {p.method.name} left no trainable parameters", "Check method.targets/layers.")
+        self.batches = make_batches(
+            p.data.path, mode=p.data.dataload, ctx_len=p.data.ctx_len, micro_bsz=p.train.micro_bsz,
+            loss_mask=p.data.loss_mask, seed=p.train.seed, rank=self.rank, world_size=self.world_size,
+            vocab_size=self.spec.vocab_size, type=None if p.data.type == "auto" else p.data.type,
+            fields=p.data.fields, split=p.data.split,
+        )
+        groups = param_groups(self.model, p.train.weight_decay)
+        if self.engine is not None:
+            self.optimizer = self.engine.wrap(self.model, groups, p)
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=p.train.lr_init, betas=(p.train.beta1, p.train.beta2),
+                                               eps=p.train.adam_eps, fused=self.device.type == "cuda")
+        self.step = 0
+        self.skipped = 0
+        self.bad_in_row = 0
+        self.elapsed_before = 0.0
+        self.tokens_seen = 0
+        if self.resume:
+            self._restore(self.resume)
+        else:
+            seed_everything(p.train.seed)
+
+    def _restore(self, resume: str) -> None:
+        checkpoint = Path(resume) if resume != "auto" else self.run.latest_checkpoint()
+        if checkpoint is None:
+            self.emit("warning", message="--resume auto: no checkpoint yet, starting from scratch")
+            return
+        if not (checkpoint / "complete").exists():
+            raise UserError(f"checkpoint {checkpoint} is incomplete (no 'complete' marker)",
+                            "Resume from an earlier one under checkpoints/, or use --resume auto.")
+        methods.load(self.model, self.preset, checkpoint / "adapter.safetensors")
+        state = load_trainer_state(checkpoint)
+        if self.engine is not None:
+            self.engine.load_optimizer_state(self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state_dict(state["data"])
+        self.step, self.skipped = state["step"], state["skipped"]
+        self.elapsed_before, self.tokens_seen = state["elapsed_s"], state["tokens"]
+        self.losses = list(state.get("losses", []))
+        set_rng_state(state["rng"][min(self.rank, len(state["rng"]) - 1)] if isinstance(state["rng"], list)
+                      else state["rng"])
+        self.resumed_from = self.step
+
+    # ----------------------------------------------------------------- plan / provenance
+    def plan(self) -> dict[str, Any]:
+        p = self.preset
+        total_params = sum(q.numel() for q in self.model.parameters())
+        trainable = sum(q.numel() for q in self.trainable)
+        tokens_per_step = p.real_batch * p.data.ctx_len
+        total_tokens = tokens_per_step * p.total_steps
+        data_tokens = getattr(self.batches, "total_tokens", None)
+        return {
+            "total_steps": p.total_steps, "epoch_steps": p.train.epoch_steps, "epoch_count": p.train.epoch_count,
+            "tokens_per_step": tokens_per_step, "total_tokens": total_tokens,
+            "trainable_params": trainable, "total_params": total_params,
+            "trainable_pct": 100.0 * trainable / max(1, total_params),
+            "passes_over_data": (total_tokens / data_tokens) if data_tokens else None,
+            "device": str(self.device), "world_size": self.world_size,
+        }
+
+    def write_resolved_preset(self) -> None:
+        from rwkv_tune.checkpoint import fingerprint
+
+        p = self.preset
+        p.model.spec = {k: v for k, v in self.spec.to_dict().items() if k not in ("params", "size_name")}
+        p.provenance = {"tool": f"rwkv-tune {__version__}", "base_model": fingerprint(p.model.path),
+                        "data": fingerprint(p.data.path) if p.data.path else None, "source": p.source}
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        from rwkv_tune.checkpoint import atomic_path
+
+        with atomic_path(self.run.preset) as tmp:
+            tmp.write_text(dump(p), encoding="utf-8")
+
+    # ----------------------------------------------------------------- the loop
+    def _lr(self) -> float:
+        t = self.preset.train
+        return learning_rate(self.step, total_steps=self.preset.total_steps, lr_init=t.lr_init, lr_final=t.lr_final,
+                             schedule=t.lr_schedule, warmup_steps=t.warmup_steps)
+
+    def _micro_step(self, x: torch.Tensor, y: torch.Tensor, scale: float) -> tuple[float, int]:
+        """Forward+backward of one micro-batch; returns (loss sum, target count)."""
+        p = self.preset
+        autocast = p.train.precision == "bf16" or (self.device.type == "cuda" and p.train.precision == "fp16")
+        with torch.autocast(self.device.type, dtype=DTYPES[p.train.precision], enabled=autocast):
+            return sequence_loss(self.model, x.to(self.device), y.to(self.device), scale=scale,
+                                 chunk_ctx=p.train.chunk_ctx if p.train.train_type == "infctx" else None,
+                                 l2wrap=p.train.l2wrap, backward=self.engine.backward if self.engine else None)
+
+    def train_step(self) -> dict[str, Any] | None:
+        p = self.preset
+        lr = self._lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        accumulate = p.train.accumulate_grad_batches
+        micro = [next(self.batches) for _ in range(accumulate)]
+        count = sum(int((y != -100).sum()) for _, y in micro)
+        if count == 0:
+            return None
+        loss_sum = 0.0
+        for x, y in micro:
+            s, _ = self._micro_step(x, y, scale=1.0 / count)
+            loss_sum += s
+        loss = loss_sum / count
+        if self.world_size > 1 and self.engine is not None:
+            loss = self.engine.mean(loss)
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped += 1
+            self.bad_in_row += 1
+            self.emit("warning", message=f"step {self.step + 1}: loss is {loss}; step skipped "
+                      f"({self.bad_in_row} in a row, limit {p.train.max_bad_steps})")
+            if self.bad_in_row >= p.train.max_bad_steps:
+                self.stop_reason = "diverged"
+            return None
+        self.bad_in_row = 0
+        if self.engine is not None:
+            grad_norm = self.engine.step(self.optimizer, p.train.grad_clip)
+        else:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, p.train.grad_clip or float("inf")))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        tokens = sum(int(x.numel()) for x, _ in micro) * self.world_size
+        self.tokens_seen += tokens
+        self.losses.append(loss)
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens}
+
+    def _checkpoint(self) -> Path:
+        trainer_state = {
+            "optimizer": self.engine.optimizer_state(self.optimizer) if self.engine else self.optimizer.state_dict(),
+            "data": self.batches.state_dict(), "step": self.step, "skipped": self.skipped,
+            "elapsed_s": self.elapsed_before + (time.time() - self.started), "tokens": self.tokens_seen,
+            "rng": self.engine.gather_rng(rng_state()) if self.engine else rng_state(),
+            "losses": self.losses, "version": __version__,
+        }
+        if self.rank != 0:
+            return self.run.checkpoint(self.step)
+        path = save_checkpoint(self.run, self.step, lambda out: methods.save(self.model, self.preset, out),
+                               trainer_state, keep_last=self.preset.train.keep_last)
+        self.emit("checkpoint", step=self.step, epoch=self.step // self.preset.train.epoch_steps, path=str(path))
+        return path
+
+    def _read_control(self) -> str | None:
+        control = self.run.control
+        if self.rank != 0 or not control.exists():
+            return None
+        word = control.read_text().strip()
+        control.unlink(missing_ok=True)
+        return word
+
+    def _poll_control(self) -> None:
+        word = self._read_control()
+        if word is None:
+            return
+        self.emit("control", action=word)
+        if word == "save":
+            self._checkpoint()
+        elif word == "stop":
+            self.stop_reason = "stopped"
+        elif word == "pause":
+            while self.stop_reason is None:
+                time.sleep(0.2)
+                word = self._read_control()
+                if word in ("resume", "pause"):
+                    self.emit("control", action="resume")
+                    break
+                if word == "stop":
+                    self.emit("control", action="stop")
+                    self.stop_reason = "stopped"
+
+    def fit(self) -> TrainResult:
+        p = self.preset
+        self.started = time.time()
+        self.resumed_from = getattr(self, "resumed_from", 0)
+        if self.rank == 0:
+            self.write_resolved_preset()
+        self.emit("run_start", run=str(self.run.root), preset=p.to_dict(), plan=self.plan(), spec=self.spec.to_dict(),
+                  resumed_from_step=self.resumed_from, tool=__version__)
+        for w in getattr(self.batches, "warnings", lambda: [])():
+            self.emit("warning", message=str(w))
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self.stop_reason = "interrupted"
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        window: list[tuple[float, int]] = []
+        try:
+            while self.step < p.total_steps and self.stop_reason is None:
+                t0 = time.time()
+                out = self.train_step()
+                if out is None:
+                    continue
+                window = (window + [(time.time() - t0, out["tokens"])])[-20:]
+                tokens_per_s = sum(n for _, n in window) / max(1e-9, sum(d for d, _ in window))
+                epoch = (self.step - 1) // p.train.epoch_steps
+                self.emit("step", step=self.step, epoch=epoch, loss=out["loss"], lr=out["lr"],
+                          tokens=self.tokens_seen, tokens_per_s=tokens_per_s,
+                          elapsed_s=self.elapsed_before + time.time() - self.started,
+                          grad_norm=out["grad_norm"], mem=memory_stats(self.device), skipped=self.skipped)
+                end_of_epoch = self.step % p.train.epoch_steps == 0
+                if (end_of_epoch and (self.step // p.train.epoch_steps) % p.train.epoch_save == 0) or (
+                        p.train.save_every_steps and self.step % p.train.save_every_steps == 0):
+                    self._checkpoint()
+                self._maybe_eval()
+                self._poll_control()
+            reason = self.stop_reason or "finished"
+            if reason != "diverged" and (not self.run.latest_checkpoint()
+                                         or self.run.latest_checkpoint().name != self.run.checkpoint(self.step).name):
+                self._checkpoint()
+            if reason == "diverged":
+                self.emit("error", kind="diverged", message=f"{p.train.max_bad_steps} NaN/inf losses in a row; "
+                          "stopped. The last good checkpoint is kept. Lower train.lr_init or check the data.")
+            return TrainResult(self.step, reason, self.run.adapter if self.run.adapter.exists() else None, self.losses)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _maybe_eval(self) -> None:
+        d = self.preset.data
+        if not d.eval_path or not d.eval_every or self.step % d.eval_every:
+            return
+        loss = evaluate(self.model, d.eval_path, self.preset, self.device, batches=d.eval_batches)
+        self.emit("eval", step=self.step, loss=loss, ppl=math.exp(min(loss, 50)))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, path: str, preset: Preset, device: torch.device, *, batches: int) -> float:
+    """Mean loss over the first `batches` batches of a held-out set."""
+    from rwkv_tune.data import make_batches
+
+    was_training = model.training
+    model.eval()
+    data = make_batches(path, mode="pad", ctx_len=preset.data.ctx_len, micro_bsz=preset.train.micro_bsz,
+                        loss_mask=preset.data.loss_mask, seed=0, shuffle=False, vocab_size=model.spec.vocab_size)
+    total, count = 0.0, 0
+    for _ in range(batches):
+        x, y = next(data)
+        s, n = sequence_loss(model, x.to(device), y.to(device), scale=0.0, l2wrap=False, backward=False)
+        total, count = total + s, count + n
+    model.train(was_training)
+    return total / max(1, count)

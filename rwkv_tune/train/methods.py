@@ -1,0 +1,35 @@
+"""The trainer's view of a PEFT method: apply it from the preset, save and load its trainable state."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rwkv_tune.preset import Preset
+
+
+def method_config(preset: Preset) -> dict[str, Any]:
+    """The preset's method section plus quant: what `rwkv_tune.peft` validates and applies."""
+    return {**asdict(preset.method), "quant": preset.quant}
+
+
+def apply(model: torch.nn.Module, preset: Preset) -> list[torch.nn.Parameter]:
+    """Quantize the base if asked and apply the method; afterwards only trainable params require grad."""
+    from rwkv_tune import peft
+
+    return peft.apply(model, method_config(preset))
+
+
+def save(model: torch.nn.Module, preset: Preset, path: Path) -> None:
+    from rwkv_tune import peft
+
+    peft.save_adapter(model, path)
+
+
+def load(model: torch.nn.Module, preset: Preset, path: Path) -> None:
+    from rwkv_tune import peft
+
+    peft.load_adapter(model, path)

@@ -1,0 +1,52 @@
+"""`python -m rwkv_tune.train.worker PRESET [--set k=v] [--resume auto]`: one training process.
+
+Started by `rwkv-tune train` behind the dashboard, or once per rank by the multi-GPU launcher
+(RANK / WORLD_SIZE / LOCAL_RANK in the environment). Progress goes to metrics.jsonl (rank 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rwkv_tune.train.worker")
+    parser.add_argument("preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("--quiet", action="store_true", help="no plain progress output (the dashboard shows it)")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+
+    from rwkv_tune import preset as preset_mod
+    from rwkv_tune.errors import UserError
+    from rwkv_tune.progress import make_printer
+    from rwkv_tune.train import run
+
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    console = Console(stderr=True, highlight=False)
+    try:
+        p = preset_mod.load(args.preset, args.overrides)
+        engine = None
+        if world_size > 1:
+            from rwkv_tune.train.engines import DeepSpeedEngine
+
+            engine = DeepSpeedEngine(p, rank=rank, world_size=world_size)
+        echo = make_printer(console) if rank == 0 and not args.quiet else None
+        result = run(p, resume=args.resume, echo=echo, rank=rank, world_size=world_size, engine=engine)
+        if rank == 0 and p.output.merge and result.adapter is not None and result.reason == "finished":
+            from rwkv_tune.train.finish import merge_run
+
+            merge_run(p, console=console)
+        return 1 if result.reason == "diverged" else 0
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc.one_line()}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
