@@ -66,6 +66,12 @@ def gpu_checks() -> list[Check]:
     else:
         checks.append(Check("gpu", False, "-", "CUDA kernels and fast training",
                             "no CUDA GPU visible: training runs on CPU with the torch WKV op (tiny models only)"))
+    from rwkv_tune.model.wkv import cuda, fla
+
+    checks.append(Check("op torch", True, "built in", "the WKV op on any device (chunked PyTorch)"))
+    for name, module in (("op cuda", cuda), ("op fla", fla)):
+        ok, detail = module.status()
+        checks.append(Check(name, ok, "usable" if ok else "-", f"the {name.split()[1]} WKV op", detail))
     return checks
 
 

@@ -115,3 +115,14 @@ def wkv6(
 
 
 __all__ = ["WKV6_OPS", "WKV7_OPS", "register_op", "wkv6", "wkv7"]
+
+
+def _register_gpu_backends() -> None:
+    """cuda / fla register themselves only where they can run (a CUDA GPU; cheap no-ops elsewhere)."""
+    from rwkv_tune.model.wkv import cuda, fla
+
+    cuda.register()
+    fla.register()
+
+
+_register_gpu_backends()
