@@ -67,12 +67,20 @@ class DeepSpeedEngine:
         norm = self.ds.get_global_grad_norm()
         return float(norm) if norm is not None else 0.0
 
-    def mean(self, value: float) -> float:
+    def sum(self, value: float) -> float:
+        """The sum of a number over all ranks."""
         import torch.distributed as dist
 
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        return float(t.item()) / self.world_size
+        return float(t.item())
+
+    def broadcast(self, value: Any) -> Any:
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def optimizer_state(self, optimizer: Any) -> Any:
         return None  # ZeRO shards the optimizer per rank; resume restarts AdamW moments (documented)

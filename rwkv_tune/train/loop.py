@@ -101,6 +101,8 @@ class Trainer:
         self.events = EventWriter(self.run.metrics, echo=echo) if rank == 0 else None
         self.stop_reason: str | None = None
         self.losses: list[float] = []
+        self.saved_step = -1
+        self.resumed_from: int | None = None
 
     # ----------------------------------------------------------------- setup
     def emit(self, event: str, **payload: Any) -> None:
@@ -170,6 +172,7 @@ class Trainer:
         self.step, self.skipped = state["step"], state["skipped"]
         self.elapsed_before, self.tokens_seen = state["elapsed_s"], state["tokens"]
         self.losses = list(state.get("losses", []))
+        self.saved_step = self.step
         set_rng_state(state["rng"][min(self.rank, len(state["rng"]) - 1)] if isinstance(state["rng"], list)
                       else state["rng"])
         self.resumed_from = self.step
@@ -227,15 +230,16 @@ class Trainer:
         accumulate = p.train.accumulate_grad_batches
         micro = [next(self.batches) for _ in range(accumulate)]
         count = sum(int((y != -100).sum()) for _, y in micro)
+        distributed = self.world_size > 1 and self.engine is not None
+        if distributed:  # ranks average their gradients, so scale by world/global count: the exact global mean
+            count = int(self.engine.sum(count))
         if count == 0:
             return None
         loss_sum = 0.0
         for x, y in micro:
-            s, _ = self._micro_step(x, y, scale=1.0 / count)
+            s, _ = self._micro_step(x, y, scale=(self.world_size if distributed else 1) / count)
             loss_sum += s
-        loss = loss_sum / count
-        if self.world_size > 1 and self.engine is not None:
-            loss = self.engine.mean(loss)
+        loss = (self.engine.sum(loss_sum) if distributed else loss_sum) / count
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
@@ -266,6 +270,7 @@ class Trainer:
             "rng": self.engine.gather_rng(rng_state()) if self.engine else rng_state(),
             "losses": self.losses, "version": __version__,
         }
+        self.saved_step = self.step
         if self.rank != 0:
             return self.run.checkpoint(self.step)
         path = save_checkpoint(self.run, self.step, lambda out: methods.save(self.model, self.preset, out),
@@ -274,11 +279,14 @@ class Trainer:
         return path
 
     def _read_control(self) -> str | None:
+        """The dashboard's control word, read by rank 0 and shared with every rank."""
+        word = None
         control = self.run.control
-        if self.rank != 0 or not control.exists():
-            return None
-        word = control.read_text().strip()
-        control.unlink(missing_ok=True)
+        if self.rank == 0 and control.exists():
+            word = control.read_text().strip()
+            control.unlink(missing_ok=True)
+        if self.engine is not None and self.world_size > 1:
+            word = self.engine.broadcast(word)
         return word
 
     def _poll_control(self) -> None:
@@ -304,8 +312,8 @@ class Trainer:
     def fit(self) -> TrainResult:
         p = self.preset
         self.started = time.time()
-        self.resumed_from = getattr(self, "resumed_from", 0)
         if self.rank == 0:
+            self.run.control.unlink(missing_ok=True)  # a stale word from an earlier session must not act now
             self.write_resolved_preset()
         self.emit("run_start", run=str(self.run.root), preset=p.to_dict(), plan=self.plan(), spec=self.spec.to_dict(),
                   resumed_from_step=self.resumed_from, tool=__version__)
@@ -339,8 +347,7 @@ class Trainer:
                 self._maybe_eval()
                 self._poll_control()
             reason = self.stop_reason or "finished"
-            if reason != "diverged" and (not self.run.latest_checkpoint()
-                                         or self.run.latest_checkpoint().name != self.run.checkpoint(self.step).name):
+            if reason != "diverged" and self.saved_step != self.step:
                 self._checkpoint()
             if reason == "diverged":
                 self.emit("error", kind="diverged", message=f"{p.train.max_bad_steps} NaN/inf losses in a row; "

@@ -11,33 +11,20 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from rwkv_tune.model.loss import chunked_cross_entropy
+
 IGNORE = -100
 
 
-class L2Wrap(torch.autograd.Function):
-    """The official trainer's logit regulariser: pushes the largest logit of each position toward 0.
-
-    Forward returns the loss unchanged; backward adds 1e-4/(B·T) · max_logit to that logit's gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, loss: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(logits)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
-        (logits,) = ctx.saved_tensors
-        factor = 1e-4 / (logits.shape[0] * logits.shape[1])
-        maxx, ids = torch.max(logits, -1, keepdim=True)
-        glogits = torch.zeros_like(logits).scatter_(-1, ids, maxx * factor)
-        return grad_output, glogits
-
-
 def _loss_sum(model: torch.nn.Module, hidden: torch.Tensor, y: torch.Tensor, l2wrap: bool) -> torch.Tensor:
-    logits = model.head(hidden)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
-    return L2Wrap.apply(loss, logits) if l2wrap and torch.is_grad_enabled() else loss
+    """Summed cross-entropy over real targets, chunked over the head so [B·T, V] fp32 logits never exist."""
+    head = model.head
+    if type(head) is torch.nn.Linear and head.weight.shape == (head.out_features, head.in_features):
+        return chunked_cross_entropy(hidden, head.weight, y, ignore_index=IGNORE, reduction="sum",
+                                     l2wrap=l2wrap and torch.is_grad_enabled())
+    # An adapted, quantized or ZeRO-3-partitioned head: let the module compute its own logits.
+    logits = head(hidden)
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
 
 
 def sequence_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, scale: float,

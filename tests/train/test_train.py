@@ -71,11 +71,18 @@ def test_nan_losses_stop_the_run_and_say_why(train_setup):
 def test_stop_control_word_saves_and_stops(train_setup, tmp_path):
     _, _, raw = train_setup(7, "lora", epoch_count=50)
     preset = from_dict(raw)
-    RunDir(tmp_path / "run").root.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "run" / "control").write_text("stop")
-    result = run(preset)
-    assert result.reason == "stopped" and result.step == 1
-    assert RunDir(tmp_path / "run").latest_checkpoint().name == "step-00000001"
+    rundir = RunDir(tmp_path / "run")
+    rundir.root.mkdir(parents=True, exist_ok=True)
+    rundir.control.write_text("stop")  # stale, from an earlier session: must be ignored
+
+    def dashboard(event):
+        if event["event"] == "step" and event["step"] == 2:
+            rundir.control.write_text("stop")
+
+    result = run(preset, echo=dashboard)
+    assert result.reason == "stopped" and result.step == 2
+    assert rundir.latest_checkpoint().name == "step-00000002"
+    assert any(e["event"] == "control" and e["action"] == "stop" for e in read_events(rundir.metrics))
 
 
 @pytest.mark.parametrize("version", [6, 7])
