@@ -8,6 +8,7 @@ The trainer talks to the outside world only through the run directory (`rwkv_tun
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
@@ -273,9 +274,22 @@ class Trainer:
         self.saved_step = self.step
         if self.rank != 0:
             return self.run.checkpoint(self.step)
-        path = save_checkpoint(self.run, self.step, lambda out: methods.save(self.model, self.preset, out),
-                               trainer_state, keep_last=self.preset.train.keep_last)
-        self.emit("checkpoint", step=self.step, epoch=self.step // self.preset.train.epoch_steps, path=str(path))
+        try:
+            path = save_checkpoint(self.run, self.step, lambda out: methods.save(self.model, self.preset, out),
+                                   trainer_state, keep_last=self.preset.train.keep_last)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            last = self.run.latest_checkpoint()
+            raise UserError(f"disk full while saving the checkpoint of step {self.step} under {self.run.checkpoints}; "
+                            f"the previous checkpoint ({last.name if last else 'none'}) is intact",
+                            "Free some space and continue with --resume auto.") from None
+        epoch = self.step // self.preset.train.epoch_steps
+        if self.preset.output.export == "rwkv-peft":
+            from rwkv_tune.train.export import export_rwkv_peft
+
+            export_rwkv_peft(path / "adapter.safetensors", self.run.root / "rwkv-peft", epoch)
+        self.emit("checkpoint", step=self.step, epoch=epoch, path=str(path))
         return path
 
     def _read_control(self) -> str | None:
@@ -330,7 +344,10 @@ class Trainer:
         try:
             while self.step < p.total_steps and self.stop_reason is None:
                 t0 = time.time()
-                out = self.train_step()
+                try:
+                    out = self.train_step()
+                except torch.OutOfMemoryError:
+                    raise self._out_of_memory() from None
                 if out is None:
                     continue
                 window = (window + [(time.time() - t0, out["tokens"])])[-20:]
@@ -345,6 +362,7 @@ class Trainer:
                         p.train.save_every_steps and self.step % p.train.save_every_steps == 0):
                     self._checkpoint()
                 self._maybe_eval()
+                self._maybe_sample()
                 self._poll_control()
             reason = self.stop_reason or "finished"
             if reason != "diverged" and self.saved_step != self.step:
@@ -356,6 +374,40 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _out_of_memory(self) -> UserError:
+        p = self.preset
+        self.optimizer.zero_grad(set_to_none=True)
+        knobs = []
+        if p.train.micro_bsz > 1:
+            knobs.append(f"train.micro_bsz {p.train.micro_bsz}→{max(1, p.train.micro_bsz // 2)}")
+        if not p.train.grad_cp:
+            knobs.append("train.grad_cp: true")
+        if p.quant == "none" and p.method_name not in ("full",):
+            knobs.append("quant: nf4")
+        knobs.append(f"data.ctx_len {p.data.ctx_len}→{max(16, p.data.ctx_len // 2)} (or train_type: infctx)")
+        return UserError(f"out of GPU memory at step {self.step + 1} (micro_bsz {p.train.micro_bsz}, ctx_len "
+                         f"{p.data.ctx_len}, grad_cp {p.train.grad_cp}, quant {p.quant}); nothing was written",
+                         f"Try {', '.join(knobs)}; `rwkv-tune estimate {p.source or 'PRESET'}` shows what fits.")
+
+    def _maybe_sample(self) -> None:
+        t = self.preset.train
+        if self.rank != 0 or not t.sample_every or not t.sample_prompts or self.step % t.sample_every:
+            return
+        from rwkv_tune.data.tokenizer import get_tokenizer
+        from rwkv_tune.generate import Sampling, generate_text
+
+        was_training = self.model.training
+        self.model.eval()
+        for prompt in t.sample_prompts:
+            if max(get_tokenizer().encode(prompt) or [0]) >= self.spec.vocab_size:
+                self.emit("warning", message=f"sample prompt {prompt!r} has tokens beyond the model's vocab "
+                          f"({self.spec.vocab_size}); skipped")
+                continue
+            text = "".join(generate_text(self.model, prompt, Sampling(max_tokens=t.sample_tokens, temperature=1.0,
+                                                                      top_p=0.85, seed=self.step)))
+            self.emit("sample", step=self.step, prompt=prompt, text=text)
+        self.model.train(was_training)
 
     def _maybe_eval(self) -> None:
         d = self.preset.data

@@ -129,3 +129,58 @@ def test_bf16_autocast_with_fp32_trainable_weights(train_setup, version):
     _, _, raw = train_setup(version, "lora", precision="bf16", epoch_steps=2, epoch_count=1)
     result = run(from_dict(raw))
     assert result.reason == "finished" and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_eval_and_sample_events(train_setup):
+    _, data, raw = train_setup(7, "lora", sample_every=6, sample_prompts=["\x05\x06\x07", "count"], sample_tokens=4)
+    raw["data"].update({"eval_path": data, "eval_every": 4, "eval_batches": 2})
+    result = run(from_dict(raw))
+    events = read_events(result.adapter.parent / "metrics.jsonl")
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [4, 8, 12]
+    assert all(e["ppl"] == pytest.approx(__import__("math").exp(e["loss"])) for e in evals)
+    assert evals[-1]["loss"] < evals[0]["loss"]
+    samples = [e for e in events if e["event"] == "sample"]
+    assert [s["step"] for s in samples] == [6, 12] and all(s["prompt"] == "\x05\x06\x07" for s in samples)
+    assert any(e["event"] == "warning" and "beyond the model's vocab" in e["message"] for e in events)
+
+
+def test_out_of_memory_names_the_knobs_and_writes_nothing(train_setup, monkeypatch):
+    from rwkv_tune.errors import UserError
+    from rwkv_tune.train.loop import Trainer
+
+    _, _, raw = train_setup(7, "lora", micro_bsz=4)
+
+    def boom(self):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(Trainer, "train_step", boom)
+    with pytest.raises(UserError) as info:
+        run(from_dict(raw))
+    message = info.value.one_line()
+    assert "out of GPU memory at step 1" in message and "micro_bsz 4→2" in message and "quant: nf4" in message
+    rundir = RunDir(__import__("pathlib").Path(raw["output"]["dir"]))
+    assert rundir.list_checkpoints() == [] and not rundir.adapter.exists()
+    assert read_events(rundir.metrics)[-1]["event"] == "error"
+
+
+def test_disk_full_keeps_the_previous_checkpoint(train_setup, monkeypatch):
+    import errno
+
+    from rwkv_tune.errors import UserError
+    from rwkv_tune.train import checkpointing
+
+    _, _, raw = train_setup(7, "lora", save_every_steps=2)
+    real_save = torch.save
+
+    def save(obj, path, *a, **k):
+        if "step-00000004" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(checkpointing.torch, "save", save)
+    with pytest.raises(UserError, match="disk full .* step 4 .*step-00000002.* intact"):
+        run(from_dict(raw))
+    rundir = RunDir(__import__("pathlib").Path(raw["output"]["dir"]))
+    assert [p.name for p in rundir.list_checkpoints()] == ["step-00000002"]
+    assert not list(rundir.checkpoints.glob(".*tmp"))

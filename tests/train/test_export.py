@@ -1,0 +1,32 @@
+"""`output.export: rwkv-peft` files merge to exactly the weights our own adapter merges to."""
+
+import pytest
+import torch
+
+from rwkv_tune.merge import merge
+from rwkv_tune.preset import from_dict
+from rwkv_tune.train import run
+
+
+@pytest.mark.parametrize("method,extra", [("lora", {"rslora": True}), ("pissa", {}), ("bone", {})])
+def test_exported_rwkv_peft_adapter_merges_like_ours(train_setup, tmp_path, method, extra):
+    base, _, raw = train_setup(7, method, epoch_steps=2, epoch_count=2, lr_init=1e-2, lr_final=1e-2)
+    raw["method"].update(extra)
+    raw["output"]["export"] = "rwkv-peft"
+    result = run(from_dict(raw))
+    exported = result.adapter.parent / "rwkv-peft"
+    assert sorted(p.name for p in exported.glob("rwkv-*.pth")) == ["rwkv-1.pth", "rwkv-2.pth"]
+    keys = torch.load(exported / "rwkv-2.pth").keys()
+    assert any(k.endswith(".disha" if method == "bone" else ".lora_A") for k in keys)
+
+    merge(base, result.adapter, tmp_path / "ours.pth", verify=False)
+    kwargs = {}
+    if method == "lora":
+        kwargs["alpha"] = float((exported / "MERGE.txt").read_text().split("alpha=")[1].split(":")[0])
+    if method == "pissa":
+        kwargs["pissa_init"] = exported / "init_pissa.pth"
+    merge(base, exported / "rwkv-2.pth", tmp_path / "theirs.pth", verify=False, **kwargs)
+    a, b = torch.load(tmp_path / "ours.pth"), torch.load(tmp_path / "theirs.pth")
+    assert list(a) == list(b)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
