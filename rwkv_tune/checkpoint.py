@@ -168,17 +168,21 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path,
 
 
 def fingerprint(path: str | Path) -> dict[str, Any]:
-    """A cheap identity for a large file: size + sha256 of its first and last MiB (and name)."""
+    """A cheap identity for a large file (or a dataset folder / binidx prefix): sizes + sha256 of head and tail."""
     import hashlib
 
     path = Path(path)
-    targets = [path] if path.exists() else sorted(path.parent.glob(path.name + ".*"))
+    if path.is_dir():
+        targets = sorted(p for p in path.rglob("*") if p.is_file())[:200]
+    else:
+        targets = [path] if path.exists() else sorted(path.parent.glob(path.name + ".*"))
     if not targets:
         return {"path": str(path), "missing": True}
     digest = hashlib.sha256()
     size = 0
     for target in targets:
         size += target.stat().st_size
+        digest.update(str(target.relative_to(path) if path.is_dir() else target.name).encode())
         with open(target, "rb") as f:
             digest.update(f.read(1 << 20))
             if target.stat().st_size > 2 << 20:

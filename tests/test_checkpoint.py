@@ -78,3 +78,16 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.pth"]
+
+
+def test_fingerprint_changes_with_content_and_handles_prefixes_and_folders(tmp_path):
+    from rwkv_tune.checkpoint import fingerprint
+
+    (tmp_path / "d.bin").write_bytes(b"a" * 100)
+    (tmp_path / "d.idx").write_bytes(b"b" * 10)
+    first = fingerprint(tmp_path / "d")  # a binidx prefix: both files
+    assert first["size"] == 110
+    (tmp_path / "d.bin").write_bytes(b"c" * 100)
+    assert fingerprint(tmp_path / "d")["sha256_head_tail"] != first["sha256_head_tail"]
+    folder = fingerprint(tmp_path)
+    assert folder["size"] == 110 and fingerprint(tmp_path / "nothing-here")["missing"]
