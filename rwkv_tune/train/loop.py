@@ -99,6 +99,10 @@ class Trainer:
         self.rank, self.world_size = rank, world_size
         self.resume = resume
         self.engine = engine
+        if rank == 0:
+            from rwkv_tune.train.loggers import fan_out, trackers
+
+            echo = fan_out(echo, *trackers(preset, self.run.root))
         self.events = EventWriter(self.run.metrics, echo=echo) if rank == 0 else None
         self.stop_reason: str | None = None
         self.losses: list[float] = []
