@@ -291,9 +291,6 @@ def check_cross_fields(p: Preset) -> None:
         if p.method_name == "full":
             raise ConfigError(f"quant = {p.quant} freezes the base weights, but method full trains them",
                               "Use quant: none with method full, or an adapter method (lora, pissa, miss).")
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ConfigError(f"quant = {p.quant} needs bitsandbytes, which is not installed",
-                              "pip install bitsandbytes, or set quant: none.")
     if (t.devices > 1 or t.nodes > 1) and not t.strategy.startswith("deepspeed"):
         raise ConfigError(f"train.devices = {t.devices}, train.nodes = {t.nodes} needs a DeepSpeed strategy, not "
                           f"'{t.strategy}'", "Set train.strategy: deepspeed_stage_1 (or _2, _3).")
@@ -318,6 +315,16 @@ def check_cross_fields(p: Preset) -> None:
         raise ConfigError(f"method.train_parts has {bad[0]!r}", f"Use any of: {', '.join(TRAIN_PARTS)} (or []).")
 
 
+def check_machine(p: Preset) -> None:
+    """Checks that depend on this machine's packages (run at train time, not when a preset is read)."""
+    if p.quant != "none" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"quant = {p.quant} needs bitsandbytes, which is not installed",
+                          "pip install bitsandbytes, or set quant: none.")
+    if p.train.strategy.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"train.strategy = {p.train.strategy} needs deepspeed, which is not installed",
+                          "pip install deepspeed, or set train.strategy: single.")
+
+
 def check_against_spec(p: Preset, spec: Any) -> None:
     """Checks that need the model's detected architecture (ModelSpec)."""
     recorded = p.model.spec or {}
@@ -325,7 +332,8 @@ def check_against_spec(p: Preset, spec: Any) -> None:
     for key, value in recorded.items():
         if key in actual and actual[key] != value and key not in ("params", "size_name", "dtype"):
             raise ConfigError(f"model.spec.{key} = {value!r} in the preset, but {p.model.path} has {actual[key]!r}",
-                              "The model file changed; delete model.spec from the preset (it is re-detected).")
+                              "The preset was made for another model (or the file changed): use a preset for "
+                              "this model, or delete model.spec from the preset (it is re-detected).")
     if p.method.name == "bat" or (p.method_name == "miss" and p.method.mode == "bat"):
         for name, dim in (("n_embd", spec.n_embd), ("dim_ffn", spec.dim_ffn)):
             if dim % p.method.r:

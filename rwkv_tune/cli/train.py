@@ -32,6 +32,7 @@ def train(
             else:
                 _print_plan(p, plan)
             return
+        preset_mod.check_machine(p)
         if p.train.devices * p.train.nodes > 1 and os.environ.get("RANK") is None:
             from rwkv_tune.train.launcher import launch
 

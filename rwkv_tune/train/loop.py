@@ -23,7 +23,7 @@ import torch
 
 from rwkv_tune import __version__
 from rwkv_tune.errors import ConfigError, UserError
-from rwkv_tune.preset import Preset, check_against_spec, dump
+from rwkv_tune.preset import Preset, check_against_spec, check_machine, dump
 from rwkv_tune.runs import EventWriter, RunDir
 from rwkv_tune.train import methods
 from rwkv_tune.train.checkpointing import load_trainer_state, rng_state, save_checkpoint, set_rng_state
@@ -119,6 +119,7 @@ class Trainer:
         from rwkv_tune.model import load_model
 
         p = self.preset
+        check_machine(p)
         self.device = pick_device(p) if self.engine is None else self.engine.device
         seed_everything(p.train.seed)
         if p.train.precision == "tf32" and self.device.type == "cuda":

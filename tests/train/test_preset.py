@@ -98,3 +98,15 @@ def test_bad_yaml_names_the_line(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load(path)
     assert yaml.safe_load("a: 1") == {"a": 1}
+
+
+def test_missing_packages_are_checked_at_train_time_not_when_reading(monkeypatch):
+    import importlib.util
+
+    from rwkv_tune.preset import check_machine
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    p = from_dict({**BASE, "quant": "nf4"})  # reading an nf4 preset works anywhere
+    with pytest.raises(ConfigError, match="quant = nf4 needs bitsandbytes"):
+        check_machine(p)
