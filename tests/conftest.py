@@ -15,3 +15,14 @@ def tiny_model(tmp_path):
         return make_model(tmp_path / name, version=version, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: tiny matmuls run faster so, and far faster on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

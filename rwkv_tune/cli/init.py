@@ -68,7 +68,7 @@ def init(
             if target.exists() and not force:
                 raise ConfigError(f"{target} already exists", "Pass --force to overwrite it, or --out another.yaml.")
         else:
-            from rwkv_tune.wizard_prompts import run
+            from rwkv_tune.wizard.prompts import run
 
             state = run(state, console, force=force)
         preset = wizard.build_preset(state)

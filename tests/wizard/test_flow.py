@@ -216,7 +216,7 @@ def test_find_models_skips_hidden_and_run_folders(tmp_path):
 def test_offer_prepare_tokenizes_raw_data_and_points_the_preset_at_it(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from rwkv_tune import wizard_prompts
+    from rwkv_tune.wizard import prompts as wizard_prompts
 
     raw = tmp_path / "chat.jsonl"
     raw.write_text('{"text": "hello world"}\n' * 5)

@@ -1,6 +1,6 @@
-"""The terminal side of `rwkv-tune init`: questionary prompts over the pure flow in `wizard.py`.
+"""The terminal side of `rwkv-tune init`: questionary prompts over the pure flow of this package.
 
-It asks `wizard.next_question()` until there is none, feeds each answer to `wizard.answer()`
+It asks `next_question()` until there is none, feeds each answer to `answer()`
 (re-asking with the one-line reason when it is rejected), and prints the detected model, the data
 kind and the live VRAM estimate after every answer. questionary is imported inside the functions.
 """
@@ -16,8 +16,13 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from rwkv_tune import wizard
 from rwkv_tune.errors import UserError
+from rwkv_tune.wizard.answers import answer, apply_fix
+from rwkv_tune.wizard.defaults import current_estimate, resolved
+from rwkv_tune.wizard.detect import prepare_command
+from rwkv_tune.wizard.flow import next_question
+from rwkv_tune.wizard.report import describe_spec, summary
+from rwkv_tune.wizard.state import Question, State
 
 ANOTHER = "\x00another"
 
@@ -30,7 +35,7 @@ def _text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value if value is not None else "")
 
 
-def ask(q: wizard.Question, console: Console) -> Any:
+def ask(q: Question, console: Console) -> Any:
     """Ask one question and return the raw answer (Ctrl-C raises KeyboardInterrupt)."""
     import questionary
 
@@ -64,16 +69,16 @@ def confirm(message: str, default: bool = False) -> bool:
     return bool(questionary.confirm(message, default=default).unsafe_ask())
 
 
-def show_estimate(state: wizard.State, console: Console, shown: list[str] | None = None) -> list[str]:
+def show_estimate(state: State, console: Console, shown: list[str] | None = None) -> list[str]:
     """Print the estimate for the answers so far (total, breakdown, fit per GPU, the fix) unless it equals `shown`."""
     try:
-        e = wizard.current_estimate(state)
+        e = current_estimate(state)
     except UserError as exc:
         console.print(f"[yellow]  estimate: {escape(exc.one_line())}[/]")
         return []
     if e is None:
         return []
-    lines = wizard.summary(e, state.gpus)
+    lines = summary(e, state.gpus)
     if lines == shown:
         return lines
     console.print(f"  [bold]{escape(lines[0])}[/]")
@@ -84,12 +89,12 @@ def show_estimate(state: wizard.State, console: Console, shown: list[str] | None
     return lines
 
 
-def _offer_prepare(state: wizard.State, console: Console) -> wizard.State:
+def _offer_prepare(state: State, console: Console) -> State:
     """For raw text/JSON data, offer to tokenize it once into binidx with `rwkv-tune data prepare`."""
     info = state.data
     if info is None or not info.raw:
         return state
-    command, prefix = wizard.prepare_command(info)
+    command, prefix = prepare_command(info)
     console.print(f"[dim]  {escape(info.path)} is {info.describe()}: the trainer tokenizes it at every run.[/]")
     if not confirm(f"Tokenize it once now? ({command})", default=False):
         return state
@@ -97,22 +102,22 @@ def _offer_prepare(state: wizard.State, console: Console) -> wizard.State:
     if done.returncode != 0:
         console.print("[yellow]  data prepare failed; the preset keeps the raw data path.[/]")
         return state
-    return wizard.answer(state, "data", prefix)
+    return answer(state, "data", prefix)
 
 
-def _out_ok(state: wizard.State, force: bool) -> bool:
-    out = Path(wizard.resolved(state)["out"]).expanduser()
+def _out_ok(state: State, force: bool) -> bool:
+    out = Path(resolved(state)["out"]).expanduser()
     return force or not out.exists() or confirm(f"{out} exists. Overwrite it?", default=False)
 
 
-def run(state: wizard.State, console: Console, *, force: bool = False) -> wizard.State:
+def run(state: State, console: Console, *, force: bool = False) -> State:
     """Ask every remaining question; on return the preset can be built and `out` may be (over)written."""
     shown: list[str] = []
     if state.spec is not None:
-        console.print(f"[bold]model[/] {escape(wizard.describe_spec(state.spec))}")
+        console.print(f"[bold]model[/] {escape(describe_spec(state.spec))}")
         shown = show_estimate(state, console)
     while True:
-        q = wizard.next_question(state)
+        q = next_question(state)
         if q is None:
             if _out_ok(state, force):
                 break
@@ -120,21 +125,21 @@ def run(state: wizard.State, console: Console, *, force: bool = False) -> wizard
             continue
         raw = ask(q, console)
         try:
-            new = wizard.answer(state, q.key, raw)
+            new = answer(state, q.key, raw)
         except UserError as exc:
             console.print(f"[red]  ✗ {escape(exc.one_line())}[/]")
             continue
         state = new
         if q.key == "model" and state.spec is not None:
-            console.print(f"[bold]  model[/] {escape(wizard.describe_spec(state.spec))}")
+            console.print(f"[bold]  model[/] {escape(describe_spec(state.spec))}")
         if q.key == "data" and state.data is not None:
             console.print(f"[dim]  data: {escape(state.data.describe())}[/]")
             state = _offer_prepare(state, console)
         if q.key != "out":
             shown = show_estimate(state, console, shown)
-    e = wizard.current_estimate(state)
+    e = current_estimate(state)
     if e is not None and e.target is not None and not e.fits_target and e.fix is not None:
         if confirm(f"It does not fit {e.fix_gpu.name}. Apply {e.fix.flags}?", default=True):
-            state = wizard.apply_fix(state, e.fix.flags)
+            state = apply_fix(state, e.fix.flags)
             show_estimate(state, console)
     return state
