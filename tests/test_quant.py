@@ -9,15 +9,8 @@ from rwkv_tune.errors import ConfigError
 from rwkv_tune.testing import make_state_dict
 
 pytest.importorskip("bitsandbytes")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 VOCAB = 200
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def base_sd(version=7, seed=1):

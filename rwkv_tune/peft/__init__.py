@@ -26,6 +26,16 @@ _REGISTRY = {
     "full": "rwkv_tune.peft.parts:Full",
 }
 
+# One line on each method a user picks (bat: miss in its block-wise mode), for the `init` wizard's menu.
+METHOD_HELP = {
+    "lora": "LoRA: a low-rank update B·A on every Linear; the well-trodden default",
+    "pissa": "PiSSA: LoRA started from the weights' top singular vectors; converges faster",
+    "miss": "MiSS / DiSHA-Bone: one shared shard update per Linear; fewer parameters than LoRA",
+    "bat": "MiSS / DiSHA-Bat: block-wise update from the weights; r must divide the layer widths",
+    "state": "state tuning: trains only the initial WKV state; tiny files, learns style and format, not facts",
+    "full": "full fine-tuning: every weight; the most memory, no quantisation",
+}
+
 _API = {
     "apply": "base", "prepare": "base", "trainable_parameters": "base", "trainable_summary": "base",
     "param_groups": "base", "load_adapter": "base", "target_modules": "base", "count_trainable": "base",
@@ -33,8 +43,8 @@ _API = {
     "merge": "adapter", "merge_iter": "adapter", "fingerprint": "adapter",
 }
 
-__all__ = ["ALIASES", "METHODS", "PeftConfig", "canonical_name", "default_targets", "get_method", "parse_layers",
-           *_API]
+__all__ = ["ALIASES", "METHODS", "METHOD_HELP", "PeftConfig", "canonical_name", "default_targets", "get_method",
+           "parse_layers", *_API]
 
 
 def get_method(name: str) -> Method:

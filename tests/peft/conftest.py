@@ -8,12 +8,8 @@ VOCAB = 200
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread is faster, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Every PEFT test runs torch on one thread (`one_thread` in tests/conftest.py)."""
 
 
 @pytest.fixture
