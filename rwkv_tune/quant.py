@@ -5,10 +5,11 @@ matrices never are). Each is stored as buffers (no gradient) and dequantized for
 RWKV-PEFT does, so the saving is in storage; backward flows through x and the adapter only. Q(W)
 is always computed from bf16(W), so it is the same whether the model was loaded in fp32 or bf16.
 
-Merging: by default `rwkv-tune merge` folds the adapter into the ORIGINAL full-precision base
-file, never into dequantized weights (so quantization error is not baked into the merged model).
-`merge(..., quant=KIND)` instead merges into dequant(quant(W)) — exactly the weights the run
-trained against — with the same function as here (`quantize_dequantize`).
+Merging is quant-aware by default: the adapter records the quant it trained with, and `rwkv-tune
+merge` folds it into dequant(quant(W)), exactly the weights the run trained against, computed with
+the same function as here (`quantize_dequantize`); `--quant none` (`merge(..., quant="none")`) folds
+it into the original full-precision base instead. The pure `peft.merge(base, adapter, quant=...)`
+quantizes only when asked.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from rwkv_tune import load_model, peft
 from rwkv_tune.checkpoint import load_state_dict, save_state_dict
 from rwkv_tune.cli import app
 from rwkv_tune.errors import ConfigError, ModelFileError
-from rwkv_tune.merge import file_sha256, merge
+from rwkv_tune.merge import MergeError, file_sha256, merge
 from rwkv_tune.testing import make_model, make_state_dict
 
 VOCAB = 200
@@ -119,7 +119,7 @@ def test_rwkv_peft_lora_needs_alpha_and_merges(tmp_path):
             "blocks.1.ffn.value.lora_B": torch.randn(64, 4, generator=g),
             "blocks.1.ln2.weight": torch.rand(64, generator=g)}  # a train_parts tensor
     path = peft_file(tmp_path / "rwkv-3.pth", ckpt)
-    with pytest.raises(ConfigError, match="does not record lora_alpha. Pass --alpha"):
+    with pytest.raises(ConfigError, match="does not record lora_alpha. Pass --lora-alpha"):
         merge(base_path, path, tmp_path / "m.pth")
     report = merge(base_path, path, tmp_path / "m.pth", alpha=32)
     merged = torch.load(tmp_path / "m.pth", weights_only=True)
@@ -234,7 +234,7 @@ def test_cli_errors_are_one_line_exit_2(files, tmp_path):
     bogus = tmp_path / "rwkv-9.pth"
     torch.save({"blocks.0.att.key.lora_A": torch.zeros(4, 64), "blocks.0.att.key.lora_B": torch.zeros(64, 4)}, bogus)
     result = runner.invoke(app, ["merge", "--base", str(base), "--adapter", str(bogus), "--out", str(tmp_path / "y.pth")])
-    assert result.exit_code == 2 and "--alpha" in plain(result.output)
+    assert result.exit_code == 2 and "--lora-alpha" in plain(result.output)
 
 
 def test_merge_module_is_torch_free_at_cli_import():
@@ -249,3 +249,44 @@ def test_state_dict_input_is_not_modified(tmp_path):
                               {"name": "lora", "r": 4, "train_parts": ["ln", "time"]})
     merge(base, adapter, tmp_path / "m.pth")
     assert all(torch.equal(base[k], v) for k, v in snapshot.items())
+
+
+# ---------------------------------------------------------------- streaming, verification
+
+def test_streamed_safetensors_and_base_file_untouched_even_with_shared_mmaps(files, tmp_path):
+    import mmap
+
+    base, adapter = files
+    sha = file_sha256(base)
+    merge(base, adapter, tmp_path / "a.pth", verify=False)
+    with torch.serialization.set_default_mmap_options(mmap.MAP_SHARED):  # writing in place would hit the file
+        merge(base, adapter, tmp_path / "b.safetensors", verify=False)
+    assert file_sha256(base) == sha
+    a, b = torch.load(tmp_path / "a.pth", weights_only=True), load_state_dict(tmp_path / "b.safetensors")
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    st_base = save_state_dict(load_state_dict(base), tmp_path / "base.safetensors")  # a safetensors base too
+    st_sha = file_sha256(st_base)
+    merge(st_base, adapter, tmp_path / "c.pth", verify=False)
+    c = torch.load(tmp_path / "c.pth", weights_only=True)
+    assert file_sha256(st_base) == st_sha and list(c) == list(a) and all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_bf16_merge_allows_exactly_the_rounding_of_storing_bf16(tmp_path):
+    base = make_model(tmp_path / "base.pth", 7, 2, 64, VOCAB, 32, seed=1, dtype=torch.bfloat16)
+    adapter = trained_adapter(base, tmp_path / "a.safetensors", {"name": "lora", "r": 8, "alpha": 16})
+    v = merge(base, adapter, tmp_path / "m.pth").verification
+    assert v["checked"] and v["dtype"] == "bfloat16" and v["dtype_rounding"] > 0 and v["fp32_merge_diff"] < 1e-4
+    assert v["max_abs_diff"] <= v["tolerance"] <= v["dtype_rounding"] + 1e-3 * 100
+    assert merge(base, adapter, tmp_path / "f.pth", dtype="fp32").verification["dtype_rounding"] == 0
+
+
+def test_a_wrong_merge_fails_verification_and_writes_nothing(files, tmp_path, monkeypatch):
+    from rwkv_tune.peft.lora import LoRA
+
+    base, adapter = files
+    right = LoRA.merge_weight
+    monkeypatch.setattr(LoRA, "merge_weight", lambda self, w, parts, cfg, q: right(self, w, parts, cfg, q) * 1.01)
+    with pytest.raises(MergeError, match="merged model's logits differ from base \\+ adapter"):
+        merge(base, adapter, tmp_path / "m.pth")
+    assert not (tmp_path / "m.pth").exists() and not (tmp_path / "merge-report.json").exists()
+    assert not list(tmp_path.glob(".m.pth.*"))

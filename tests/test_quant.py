@@ -76,7 +76,7 @@ def test_storage_is_smaller_than_bf16(kind, limit):
 
 
 @pytest.mark.parametrize("kind", ["int8", "nf4"])
-def test_quant_aware_merge_matches_training_and_default_merge_uses_full_precision(kind):
+def test_pure_merge_is_quant_aware_only_when_asked(kind):
     base = base_sd(7)
     model = fresh(base)
     params = peft.apply(model, {"name": "pissa", "r": 8, "quant": kind, "train_parts": []})
@@ -87,7 +87,7 @@ def test_quant_aware_merge_matches_training_and_default_merge_uses_full_precisio
         aware = load_model(peft.merge(base, adapter, quant=kind))(IDX)
         torch.testing.assert_close(aware, trained, rtol=1e-5, atol=1e-5)
 
-        plain = load_model(peft.merge(base, adapter))(IDX)  # default: into the full-precision base
+        plain = load_model(peft.merge(base, adapter))(IDX)  # the pure function: full precision unless asked
         unquantized = fresh(base)
         unq_cfg = peft.PeftConfig.from_dict({**adapter.config.to_dict(), "quant": "none"})
         peft.load_adapter(unquantized, peft.Adapter(adapter.tensors, unq_cfg, adapter.base_fingerprint))
@@ -117,3 +117,57 @@ def test_state_tuning_on_an_int8_base():
 def test_full_with_quant_is_refused():
     with pytest.raises(ConfigError, match="method full trains them"):
         peft.apply(fresh(base_sd(7)), {"name": "full", "quant": "nf4"})
+
+
+@pytest.mark.parametrize("kind", ["int8", "nf4"])
+def test_file_merge_defaults_to_the_recorded_quant(kind, tmp_path):
+    from rwkv_tune.checkpoint import save_state_dict
+    from rwkv_tune.merge import merge
+
+    base = base_sd(7)
+    model = fresh(base)
+    params = peft.apply(model, {"name": "lora", "r": 8, "quant": kind, "train_parts": []})
+    train(model, params)
+    path = peft.save_adapter(model, tmp_path / "a.safetensors")
+    base_path = save_state_dict(base, tmp_path / "base.pth")
+    adapter = peft.read_adapter(path)
+
+    report = merge(base_path, path, tmp_path / "aware" / "m.pth")
+    assert report.quant == {"trained": kind, "applied": kind, "how": "recorded in the adapter"}
+    assert report.merged_into.startswith(f"dequant({kind}(W))") and "--quant none" in report.notes[-1]
+    assert report.verification["checked"] and report.verification["max_abs_diff"] < 1e-4
+    got = torch.load(tmp_path / "aware" / "m.pth", weights_only=True)
+    want = peft.merge(base, adapter, quant=kind)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+    report = merge(base_path, path, tmp_path / "full" / "m.pth", quant="none")
+    assert report.quant["applied"] == "none" and report.merged_into == "the original full-precision base weights"
+    got = torch.load(tmp_path / "full" / "m.pth", weights_only=True)
+    want = peft.merge(base, adapter)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+    other = "nf4" if kind == "int8" else "int8"
+    with pytest.raises(ConfigError, match=f"--quant {other} but the adapter was trained with quant = {kind}"):
+        merge(base_path, path, tmp_path / "x.pth", quant=other)
+
+
+def test_default_quant_merge_without_bitsandbytes_says_what_to_do(tmp_path, monkeypatch):
+    from rwkv_tune import quant
+    from rwkv_tune.checkpoint import save_state_dict
+    from rwkv_tune.merge import merge
+
+    base = base_sd(7)
+    model = fresh(base)
+    peft.apply(model, {"name": "lora", "r": 8, "quant": "nf4"})
+    path = peft.save_adapter(model, tmp_path / "a.safetensors")
+    base_path = save_state_dict(base, tmp_path / "base.pth")
+
+    def missing(kind):
+        raise ConfigError(f"quant = {kind} needs bitsandbytes, which does not load (no module)", "pip install it.")
+
+    monkeypatch.setattr(quant, "require_bitsandbytes", missing)
+    with pytest.raises(ConfigError, match=r"trained on an nf4 base; merging into the weights it saw, "
+                                          r"dequant\(nf4\(W\)\), needs bitsandbytes.*or pass --quant none"):
+        merge(base_path, path, tmp_path / "m.pth")
+    assert not (tmp_path / "m.pth").exists()
+    assert merge(base_path, path, tmp_path / "m.pth", quant="none").quant["applied"] == "none"

@@ -1,60 +1,169 @@
-"""`rwkv-tune merge`: adapter + base model → an official-format model, verified."""
+"""`rwkv-tune merge`: adapter + base model → an official-format model, verified.
+
+    rwkv-tune merge RUN_DIR [--out OUT]
+    rwkv-tune merge --base BASE.pth --adapter ADAPTER --out OUT.pth [--lora-alpha A] [--pissa-init INIT.pth]
+                    [--quant int8|nf4] [--format pth|safetensors] [--no-verify]
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from rwkv_tune.cli._common import console, print_json, user_errors
+from rwkv_tune.errors import ConfigError
+
+
+@dataclass
+class RunInputs:
+    """What `rwkv-tune merge RUN_DIR` found in a run directory (its resolved preset.yaml and files)."""
+
+    run_dir: Path
+    base: Path
+    adapter: Path
+    out: Path
+    method: str
+    quant: str  # the run's quant (preset.yaml); the adapter records it too and merge follows the adapter
+    dtype: str | None  # output.merge_dtype
+    pissa_init: str | None  # where PiSSA's init (A0, B0) comes from, for a PiSSA run
+
+
+def resolve_run_dir(path: str | Path, *, base: str | Path | None = None, adapter: str | Path | None = None,
+                    out: str | Path | None = None, fmt: str | None = None) -> RunInputs:
+    """Base, adapter, quant and output of a run directory; `base`/`adapter`/`out` override what it names."""
+    import yaml
+
+    from rwkv_tune.runs import RunDir
+
+    root = Path(path)
+    run = RunDir(root)
+    if not root.is_dir() or not run.preset.is_file():
+        what = "it does not exist" if not root.exists() else "it is a file" if root.is_file() else "no preset.yaml"
+        raise ConfigError(f"{root} is not a run directory ({what})",
+                          "Pass a run directory written by `rwkv-tune train`, or --base BASE --adapter ADAPTER "
+                          "--out OUT.")
+    try:
+        raw = yaml.safe_load(run.preset.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raw = None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{run.preset} is not a readable preset", "Pass --base and --adapter explicitly.")
+    model, method = raw.get("model") or {}, raw.get("method") or {}
+    model_path = str(model if isinstance(model, str) else model.get("path") or "")
+    method_name = str(method if isinstance(method, str) else method.get("name", "lora"))
+    if base is None:
+        source = (raw.get("provenance") or {}).get("source")
+        tries = [Path(model_path)] if Path(model_path).is_absolute() else [
+            Path(model_path), root / model_path, root.parent / model_path,
+            *([Path(source).parent / model_path] if source else [])]
+        found = [p for p in tries if model_path and p.is_file()]
+        if not found:
+            raise ConfigError(f"the run's base model '{model_path}' (model.path in {run.preset}) was not found",
+                              "Pass --base with the base model's path.")
+        base = found[0]
+    if adapter is None:
+        adapter = run.adapter
+        if not run.adapter.is_file():
+            latest = run.latest_checkpoint()
+            hint = (f"Pass --adapter {latest / 'adapter.safetensors'} (the latest checkpoint)" if latest
+                    else "Has the run saved anything yet?")
+            raise ConfigError(f"{root} has no adapter.safetensors (the run has not finished)", hint)
+    kind = fmt or (Path(out).suffix.lstrip(".") if out is not None else "pth")
+    target = Path(out) if out is not None else (run.merged if kind == "pth" else root / f"merged.{kind}")
+    pissa = "the adapter (init_lora_A/B)" if method_name == "pissa" else None
+    return RunInputs(root, Path(base), Path(adapter), target, method_name, str(raw.get("quant") or "none"),
+                     (raw.get("output") or {}).get("merge_dtype"), pissa)
 
 
 def merge(
-    base: Path = typer.Option(..., "--base", help="The base model the adapter was trained on (.pth/.safetensors)."),
-    adapter: Path = typer.Option(..., "--adapter", help="Our adapter .safetensors, or an RWKV-PEFT rwkv-N.pth."),
-    out: Path = typer.Option(..., "--out", help="Where to write the merged model (.pth or .safetensors)."),
-    alpha: float | None = typer.Option(None, "--alpha", "--lora-alpha",
-                                       help="RWKV-PEFT LoRA files only: the lora_alpha you trained with."),
+    run_dir: Path | None = typer.Argument(None, help="A run directory: base, adapter and quant come from its "
+                                          "preset.yaml; writes RUN_DIR/merged.pth.", show_default=False),
+    base: Path | None = typer.Option(None, "--base", help="The base model the adapter was trained on "
+                                     "(.pth/.safetensors)."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="Our adapter .safetensors, or an RWKV-PEFT "
+                                        "rwkv-N.pth."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the merged model (default with RUN_DIR: "
+                                    "RUN_DIR/merged.pth)."),
+    lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="RWKV-PEFT LoRA files only: the lora_alpha "
+                                            "you trained with."),
+    alpha: float | None = typer.Option(None, "--alpha", hidden=True, help="Old name of --lora-alpha."),
     r: int | None = typer.Option(None, "--r", help="RWKV-PEFT files only: the rank, checked against the file."),
-    pissa_init: Path | None = typer.Option(None, "--pissa-init", help="RWKV-PEFT PiSSA: its init_pissa.pth."),
-    quant: str | None = typer.Option(None, "--quant", help="Merge into dequant(quant(W)) (int8|nf4|fp4), the "
-                                     "weights a quantized run trained on. Default: the full-precision base."),
-    dtype: str | None = typer.Option(None, "--dtype", help="Output dtype bf16|fp16|fp32 (default: the base's)."),
+    pissa_init: Path | None = typer.Option(None, "--pissa-init", help="RWKV-PEFT PiSSA: its init_pissa.pth "
+                                           "(our adapters carry their init)."),
+    quant: str | None = typer.Option(None, "--quant", help="int8|nf4|fp4|none. Default: the adapter's recorded "
+                                     "quant, i.e. a quantized run merges into dequant(quant(W)), the weights it "
+                                     "trained on; none forces the full-precision base."),
+    fmt: str | None = typer.Option(None, "--format", help="pth|safetensors (default: from --out's suffix; "
+                                   "pth for RUN_DIR)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Output dtype bf16|fp16|fp32 (default: the base's, "
+                                     "or the run's output.merge_dtype)."),
     force: bool = typer.Option(False, "--force", help="Merge even if the adapter was trained on another base."),
-    verify: bool | None = typer.Option(None, "--verify/--no-verify",
-                                       help="Compare merged vs base+adapter logits (default: models up to 0.5B)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare merged vs base+adapter logits on a "
+                                "probe sequence (fails loudly above tolerance)."),
     state_only: bool = typer.Option(False, "--state-only", help="State tuning: write only the time_state tensors."),
     as_json: bool = typer.Option(False, "--json", help="Print the merge report as one JSON object."),
 ) -> None:
     """Merge an adapter into its base model; the output loads in every RWKV runtime."""
     with user_errors():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from rwkv_tune.merge import merge as merge_files
-
-        with Progress(TextColumn("[bold]merging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=console, transient=True,
-                      disable=as_json) as bar:
-            task = bar.add_task("", total=None)
-
-            def step(done: int, total: int, key: str) -> None:
-                bar.update(task, completed=done, total=total, description=key)
-
-            report = merge_files(base, adapter, out, dtype=dtype, progress=step, alpha=alpha, r=r,
-                                 pissa_init=pissa_init, quant=quant, force=force, verify=verify,
-                                 state_only=state_only)
+        if alpha is not None and lora_alpha is not None and alpha != lora_alpha:
+            raise ConfigError(f"--alpha {alpha:g} and --lora-alpha {lora_alpha:g} disagree", "Pass --lora-alpha only.")
+        lora_alpha = lora_alpha if lora_alpha is not None else alpha
+        if quant is not None and quant not in ("none", "int8", "nf4", "fp4"):
+            raise ConfigError(f"--quant {quant} is not one of none, int8, nf4, fp4", "Use --quant nf4 or --quant none.")
+        if fmt is not None and fmt not in ("pth", "safetensors"):
+            raise ConfigError(f"--format {fmt} is not one of pth, safetensors", "Use --format pth (the default).")
+        run = None
+        if run_dir is not None:
+            run = resolve_run_dir(run_dir, base=base, adapter=adapter, out=out, fmt=fmt)
+            base, adapter, out = run.base, run.adapter, run.out
+            dtype = dtype if dtype is not None else run.dtype
+        elif base is None or adapter is None or out is None:
+            missing = ", ".join(f"--{n}" for n, v in (("base", base), ("adapter", adapter), ("out", out)) if v is None)
+            raise ConfigError(f"nothing to merge: give a run directory, or --base, --adapter and --out (missing "
+                              f"{missing})", "Use `rwkv-tune merge RUN_DIR` or `rwkv-tune merge --base BASE.pth "
+                              "--adapter ADAPTER --out OUT.pth`.")
+        if run is not None and not as_json:
+            pissa = f", PiSSA init from {run.pissa_init}" if run.pissa_init else ""
+            say(f"run {run.run_dir}: base {run.base}, adapter {run.adapter.name} ({run.method}, quant {run.quant}"
+                f"{pissa})")
+        report = _merge_with_bar(base, adapter, out, dtype=dtype, alpha=lora_alpha, r=r, pissa_init=pissa_init,
+                                 quant=quant, force=force, verify=verify, state_only=state_only, fmt=fmt,
+                                 quiet=as_json)
     if as_json:
         print_json(report.to_dict())
         return
     a, o, v = report.adapter, report.out, report.verification
-    console.print(f"[green]merged[/] {a['method']} adapter ({a['format']}) into {base.name} → {out} "
-                  f"({o['tensors']} tensors, {o['dtype']}, {o['bytes'] / 2**20:.1f} MiB)")
-    console.print(f"merged into {report.merged_into}")
+    say(f"[green]merged[/] {a['method']} adapter ({a['format']}) into {base.name} → {out} "
+        f"({o['tensors']} tensors, {o['dtype']}, {o['format']}, {o['bytes'] / 2**20:.1f} MiB)")
+    say(f"merged into {report.merged_into}")
     if v.get("checked"):
-        console.print(f"verified: max logit difference {v['max_abs_diff']:.2e} (tolerance {v['tolerance']:.1e}) "
-                      f"on {v['tokens']} tokens")
+        rounding = f", {v['dtype_rounding']:.1e} of it for storing {v['dtype']}" if v.get("dtype_rounding") else ""
+        say(f"verified: max logit difference {v['max_abs_diff']:.2e} ≤ tolerance {v['tolerance']:.1e}{rounding} "
+            f"on {v['tokens']} tokens")
     else:
-        console.print(f"[yellow]logits not compared:[/] {v.get('skipped')}")
+        say(f"[yellow]logits not compared:[/] {v.get('skipped')}")
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    console.print(f"report: {report.report_path}")
+        say(f"[yellow]note:[/] {note}")
+    say(f"report: {report.report_path}")
+
+
+def say(text: str) -> None:
+    """One output line, never hard-wrapped (paths stay copyable)."""
+    console.print(text, soft_wrap=True)
+
+
+def _merge_with_bar(base: Path, adapter: Path, out: Path, *, quiet: bool, **kwargs):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rwkv_tune.merge import merge as merge_files
+
+    with Progress(TextColumn("[bold]merging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=True, disable=quiet) as bar:
+        task = bar.add_task("", total=None)
+
+        def step(done: int, total: int, key: str) -> None:
+            bar.update(task, completed=done, total=total, description=key)
+
+        return merge_files(base, adapter, out, progress=step, **kwargs)

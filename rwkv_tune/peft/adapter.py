@@ -75,7 +75,7 @@ class Adapter:
         """Rebuild an Adapter from a file's tensors and metadata; refuse files that are not ours."""
         if meta.get("format") != FORMAT:
             raise ModelFileError(f"{source} has no rwkv-tune adapter metadata",
-                                 "If it is an RWKV-PEFT checkpoint, merge it with `rwkv-tune merge --alpha A` "
+                                 "If it is an RWKV-PEFT checkpoint, merge it with `rwkv-tune merge --lora-alpha A` "
                                  "(LoRA) or `--pissa-init init_pissa.pth` (PiSSA).")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ModelFileError(f"{source} is adapter format {meta.get('format_version')!r}; this rwkv-tune reads "
@@ -137,7 +137,7 @@ def read_adapter(path: str | Path) -> Adapter:
     _check_file(path)
     if path.suffix != ".safetensors":
         raise ModelFileError(f"{path} is not an rwkv-tune adapter (.safetensors)",
-                             "For an RWKV-PEFT rwkv-N.pth use `rwkv-tune merge` with --alpha/--pissa-init.")
+                             "For an RWKV-PEFT rwkv-N.pth use `rwkv-tune merge` with --lora-alpha/--pissa-init.")
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -214,54 +214,78 @@ def _check_fits(base: Mapping[str, torch.Tensor], adapter: Adapter, method: Any,
     return inserts
 
 
+def check_fits(base: Mapping[str, torch.Tensor], adapter: Adapter) -> None:
+    """Raise ModelFileError naming the first adapter key that does not fit the base (or is unknown)."""
+    from rwkv_tune.peft import get_method
+
+    method = get_method(adapter.config.name)
+    _check_fits(base, adapter, method, *_split(adapter, method))
+
+
+class Folding:
+    """How an adapter changes a base model, tensor by tensor; checked against the base when made.
+
+    Linear adapters fold into their weight in fp32 (`method.merge_weight`); dense tensors
+    (train_parts, full, time_state) replace the base's; with `quant`, the targeted Linears become
+    dequant(quant(W)), the weights a quantized run trained against.
+    """
+
+    def __init__(self, base: Mapping[str, torch.Tensor], adapter: Adapter, quant: str | None = None):
+        from rwkv_tune.peft import get_method
+        from rwkv_tune.peft.base import target_modules
+        from rwkv_tune.spec import detect
+
+        self.config = adapter.config
+        self.method = get_method(adapter.config.name)
+        self.linear, self.dense = _split(adapter, self.method)
+        self.inserts = _check_fits(base, adapter, self.method, self.linear, self.dense)
+        self.quant = quant if quant and quant != "none" else None
+        self.quantized: set[str] = set()
+        if self.quant:
+            self.quantized = set(target_modules(detect(base), adapter.config)) | set(self.linear)
+
+    def fold(self, key: str, t: torch.Tensor) -> torch.Tensor | None:
+        """The merged value of base tensor `key` (fp32 for a Linear, the adapter's for dense), None: unchanged."""
+        if key in self.dense:
+            return self.dense[key]
+        module = key[: -len(".weight")] if key.endswith(".weight") else None
+        if module not in self.linear and module not in self.quantized:
+            return None
+        from rwkv_tune.quant import quantize_dequantize
+
+        def q(w: torch.Tensor) -> torch.Tensor:
+            return quantize_dequantize(w, self.quant) if module in self.quantized else w
+
+        if module in self.linear:
+            parts = {s: v.float() for s, v in self.linear[module].items()}
+            return self.method.merge_weight(t.float(), parts, self.config, q)
+        return q(t.float())
+
+
 def merge_iter(base: Mapping[str, torch.Tensor], adapter: Adapter, *, quant: str | None = None,
                dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield the merged model tensor by tensor, in the base's key order (pure: no model is built).
 
-    Linear adapters fold into their weight in fp32; dense tensors (train_parts, full, time_state)
-    replace the base's. State tuning adds `blocks.N.att.time_state` right before each layer's
-    receptance (where RWKV-LM registers it), as RWKV-PEFT's merge_state does. `quant` merges into
-    dequant(quant(W)) of the targeted Linears: the weights a quantized run trained against.
+    See `Folding` for what changes. State tuning adds `blocks.N.att.time_state` right before each
+    layer's receptance (where RWKV-LM registers it), as RWKV-PEFT's merge_state does. Output
+    tensors are `dtype` (floating point ones) or the base tensor's dtype; unchanged ones are the
+    base's own tensors when no conversion is needed.
     """
-    from rwkv_tune.peft import get_method
-    from rwkv_tune.peft.base import target_modules
-    from rwkv_tune.spec import detect
-
-    method = get_method(adapter.config.name)
-    linear, dense = _split(adapter, method)
-    inserts = _check_fits(base, adapter, method, linear, dense)
-    quantized: set[str] = set()
-    if quant and quant != "none":
-        from rwkv_tune.quant import quantize_dequantize
-
-        quantized = set(target_modules(detect(base), adapter.config)) | set(linear)
-
-    def identity(w: torch.Tensor) -> torch.Tensor:
-        return w
+    folding = Folding(base, adapter, quant)
 
     def out(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         target = dtype if dtype is not None and t.is_floating_point() else like.dtype
         return t.detach().to(device="cpu", dtype=target).contiguous()
 
     for key, t in base.items():
-        if key in inserts:
-            new = inserts[key]
-            state = dense.get(new)
+        if key in folding.inserts:
+            new = folding.inserts[key]
+            state = folding.dense.get(new)
             if state is None:
                 state = torch.zeros(_state_shape(base, new))
             yield new, out(state, t)
-        module = key[: -len(".weight")] if key.endswith(".weight") else None
-        if key in dense:
-            yield key, out(dense[key], t)
-        elif module in linear:
-            q = (lambda w, kind=quant: quantize_dequantize(w, kind)) if module in quantized else identity
-            merged = method.merge_weight(t.float(), {s: v.float() for s, v in linear[module].items()},
-                                         adapter.config, q)
-            yield key, out(merged, t)
-        elif module in quantized:
-            yield key, out(quantize_dequantize(t.float(), quant), t)
-        else:
-            yield key, out(t, t)
+        merged = folding.fold(key, t)
+        yield key, out(t if merged is None else merged, t)
 
 
 def _state_shape(base: Mapping[str, torch.Tensor], key: str) -> tuple[int, int, int]:

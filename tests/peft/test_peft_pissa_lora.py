@@ -30,7 +30,7 @@ def test_merge_refuses_a_different_alpha_for_our_adapter(base_sd, tmp_path):
     model = fresh(base)
     peft.apply(model, {"name": "lora", "r": 8, "alpha": 32})
     path = peft.save_adapter(model, tmp_path / "a.safetensors")
-    with pytest.raises(ConfigError, match="--alpha 16 conflicts with the adapter's recorded alpha 32"):
+    with pytest.raises(ConfigError, match="--lora-alpha 16 conflicts with the adapter's recorded alpha 32"):
         merge(base, path, tmp_path / "m.pth", alpha=16)
 
 
