@@ -5,14 +5,26 @@ default, as RWKV-LM's make_data does) and `PREFIX.meta.json` (how it was made: i
 chat template, loss-mask markers, stats), each written atomically and never over an input.
 Sources that hold token ids already (numpy, uint16, dummy, binidx) are converted as given: their
 documents are copied without a tokenizer or an added end token, as uint16 when every id fits, else int32.
+
+Speed: JSON parsing, tokenizing and packing ids into uint16 all hold the GIL, so threads cannot
+overlap them. For local inputs of `POOL_MIN_BYTES` or more on Linux with cores to spare, the reader's
+units (byte ranges of JSON lines, batches of texts) are parsed and tokenized by worker processes
+forked once the tokenizer is loaded, and by this process, which also writes the tokens in order.
 """
 
 from __future__ import annotations
 
 import json
-import struct
+import math
+import multiprocessing
+import os
+import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +35,15 @@ import numpy as np
 from rwkv_tune.data.binidx import BinIdxWriter, Documents, binidx_paths, read_binidx
 from rwkv_tune.data.detect import TOKEN_TYPES
 from rwkv_tune.data.loader import document_reader, resolve_type, source_options, token_documents
-from rwkv_tune.data.sources import Document, SourceOptions
+from rwkv_tune.data.sources import LineChunk, RecordReader, SourceOptions, TextBatch
 from rwkv_tune.data.stats import data_stats
-from rwkv_tune.data.tokenizer import EOD, VOCAB_NAME, get_tokenizer
+from rwkv_tune.data.tokenizer import VOCAB_NAME, get_tokenizer
 from rwkv_tune.errors import DataError
 
 META_FORMAT = "rwkv-tune-data/1"
 BATCH_CHARS = 1 << 20
+POOL_MIN_BYTES = 8 << 20
+MAX_WORKERS = 8
 SUGGESTED_MASK = {"sft": "sft", "chat": "qa", "jsonl": "pad", "text": "pad", "utf-16le": "pad"}
 WRITE_CHUNK = 1 << 22
 INT32_IDS = 1 << 31
@@ -47,6 +61,7 @@ class PrepareResult:
     skipped: list[str] = field(default_factory=list)
     empty: int = 0
     text_bytes: int = 0
+    workers: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The `--json` output."""
@@ -73,26 +88,129 @@ def read_meta(prefix: str | Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and meta.get("format") == META_FORMAT else None
 
 
-def _batches(docs: Iterator[Document], limit: int = BATCH_CHARS) -> Iterator[list[str]]:
-    batch: list[str] = []
-    size = 0
-    for d in docs:
-        batch.append(d.text)
-        size += len(d.text)
-        if size >= limit:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
 def encode_chunk(texts: list[str], eod: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Tokenize a batch of texts into one flat uint16 array (+ end token per document) and the sizes."""
-    ids = get_tokenizer().encode_batch(texts)
-    tail = struct.pack("<H", EOD) if eod else b""
-    flat = b"".join([struct.pack(f"<{len(i)}H", *i) + tail for i in ids])
-    sizes = np.fromiter((len(i) + eod for i in ids), dtype=np.int64, count=len(ids))
-    return np.frombuffer(flat, dtype="<u2"), sizes
+    flat, sizes = get_tokenizer().encode_packed(texts, eod)
+    return np.frombuffer(flat, dtype="<u2"), np.asarray(sizes, dtype=np.int64)
+
+
+Unit = TextBatch | LineChunk
+Encoded = tuple[bytes, list[int], list[str], int]
+
+
+def encode_unit(unit: Unit, eod: bool = True) -> Encoded:
+    """Parse and tokenize one unit of a reader's work: packed uint16 ids, sizes, the records it
+    skipped and how many of its documents were empty."""
+    texts, skipped, empty = unit.parse()
+    flat, sizes = get_tokenizer().encode_packed(texts, eod)
+    return flat, sizes, skipped, empty
+
+
+def _encode_in_worker(unit: Unit, eod: bool) -> Encoded | None:
+    """A worker's job, or None when it failed: the parent then redoes the unit itself, raising as it would."""
+    try:
+        return encode_unit(unit, eod)
+    except Exception:
+        return None
+
+
+def pool_workers(total_bytes: int) -> int:
+    """How many worker processes suit inputs of `total_bytes`: one per core left free besides this
+    process, which works too. None (all here) for small inputs, off Linux (where fork is not the safe
+    default), or when the load average says the cores are already busy (as `make -l` holds back jobs):
+    on a saturated machine, workers only add their overhead to this process's share of the CPU.
+    """
+    if total_bytes < POOL_MIN_BYTES or not sys.platform.startswith("linux"):
+        return 0
+    cpus = len(os.sched_getaffinity(0))
+    free = math.ceil(cpus - os.getloadavg()[0])
+    return max(0, min(cpus - 1, free, MAX_WORKERS))
+
+
+class _Encoder:
+    """Parse and tokenize a reader's units in order, here and in forked worker processes.
+
+    Workers are forked at construction, after the tokenizer is loaded (each inherits it for free)
+    and before a progress bar starts its thread; they tokenize text by text (`encode_packed`),
+    never with the Rust thread pool, which does not survive fork. A unit a worker could not do is
+    redone here, so errors are the same either way; a broken pool (a worker killed) falls back here.
+    The skipped/empty counts of each unit go back to the reader in order.
+    """
+
+    def __init__(self, reader: RecordReader, eod: bool, workers: int):
+        self.reader = reader
+        self.eod = eod
+        self.workers = workers if "fork" in multiprocessing.get_all_start_methods() else 0
+        self.depth = 2 * self.workers  # units in flight in the workers
+        self.held = 4 * (self.workers + 1)  # units done or in flight, waiting to be written in order
+        self.pool: ProcessPoolExecutor | None = None
+        get_tokenizer()
+        if self.workers:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of forking beside other threads (the Rust pool's, if it ran); the
+                # workers only parse and tokenize text by text, which never touches that pool.
+                warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+                self.pool.submit(int)  # forks all the workers now
+        self._executor = self.pool
+
+    def __enter__(self) -> _Encoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, units: Iterable[Unit]) -> Iterator[tuple[np.ndarray, list[int]]]:
+        """(flat uint16 tokens, sizes) of each unit, in the order given.
+
+        With workers, a unit goes to them while fewer than `depth` are in flight; otherwise this
+        process does it itself (so it works too, and sends no more than the workers keep up with).
+        """
+        if self.pool is None:
+            for unit in units:
+                yield self._done(encode_unit(unit, self.eod))
+            return
+        pending: deque[tuple[Unit, Future | None, Encoded | None]] = deque()
+        it = iter(units)
+        while True:
+            try:
+                unit = next(it)
+                in_flight = sum(1 for _, f, _ in pending if f is not None and not f.done())
+                future = self._submit(unit) if in_flight < self.depth else None
+                pending.append((unit, future, None if future is not None else encode_unit(unit, self.eod)))
+            except StopIteration:
+                break
+            except Exception:  # reading or encoding here failed: an earlier unit's error comes first
+                while pending:
+                    yield self._result(*pending.popleft())
+                raise
+            while pending and (pending[0][2] is not None or pending[0][1].done() or len(pending) > self.held):
+                yield self._result(*pending.popleft())
+        while pending:
+            yield self._result(*pending.popleft())
+
+    def _submit(self, unit: Unit) -> Future | None:
+        if self.pool is None:
+            return None
+        try:
+            return self.pool.submit(_encode_in_worker, unit, self.eod)
+        except BrokenProcessPool:
+            self.pool = None
+            return None
+
+    def _result(self, unit: Unit, future: Future | None, done: Encoded | None) -> tuple[np.ndarray, list[int]]:
+        if future is not None:
+            try:
+                done = future.result()
+            except BrokenProcessPool:
+                self.pool = None
+        return self._done(encode_unit(unit, self.eod) if done is None else done)
+
+    def _done(self, encoded: Encoded) -> tuple[np.ndarray, list[int]]:
+        flat, sizes, skipped, empty = encoded
+        self.reader.add_counts(skipped, empty)
+        return np.frombuffer(flat, dtype="<u2"), sizes
 
 
 def _progress(enabled: bool) -> Any:
@@ -185,11 +303,13 @@ def _write_meta(out: str | Path, meta: dict[str, Any]) -> Path:
 def prepare(inputs: Sequence[str | Path], out: str | Path, *, options: SourceOptions | None = None,
             eod: bool = True, shuffle: bool = False, seed: int = 0, ctx_len: int | None = None,
             micro_bsz: int = 1, progress: bool = False, type: str | None = None, split: str | None = None,
-            vocab_size: int | None = None) -> PrepareResult:
+            vocab_size: int | None = None, workers: int | None = None) -> PrepareResult:
     """Tokenize documents from `inputs` (or copy token ids) into `out`.bin/.idx (+ .meta.json); return stats.
 
     `type` is a data.type (default: options.fmt); `split` a Hugging Face split; `seed` also seeds dummy
-    data; `vocab_size` refuses token ids at or above it in token sources.
+    data; `vocab_size` refuses token ids at or above it in token sources. `workers`: processes that
+    parse and tokenize (0: all in this one; default: `pool_workers` of the input size); the output is
+    the same whatever the number.
     """
     inputs = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     options = source_options(options, type)
@@ -200,13 +320,14 @@ def prepare(inputs: Sequence[str | Path], out: str | Path, *, options: SourceOpt
     reader = document_reader(inputs, options, kind, split)
     bin_path, idx_path = binidx_paths(out)
     _check_outputs(out, reader.files)
-    with _progress(progress) as bar:
+    workers = pool_workers(reader.total_bytes) if workers is None else max(0, workers)
+    with _Encoder(reader, eod, workers) as encoder, _progress(progress) as bar:
         task = bar.add_task("tokenize", total=reader.total_bytes or None) if bar is not None else None
         with tempfile.TemporaryDirectory(dir=bin_path.parent, prefix=".prepare-") as tmp:
             stage = Path(tmp) / "stage" if shuffle else out
             with BinIdxWriter(stage) as w:
-                for texts in _batches(iter(reader)):
-                    w.add_many(*encode_chunk(texts, eod))
+                for flat, sizes in encoder.map(reader.units(BATCH_CHARS)):
+                    w.add_many(flat, sizes)
                     if bar is not None:
                         bar.update(task, completed=reader.bytes_read)
                 if not w.sizes:
@@ -233,4 +354,4 @@ def prepare(inputs: Sequence[str | Path], out: str | Path, *, options: SourceOpt
         "suggested_loss_mask": SUGGESTED_MASK.get(fmts[0], "pad") if len(fmts) == 1 else "pad", "stats": stats,
     }
     return PrepareResult(bin_path, idx_path, _write_meta(out, meta), stats, reader.formats, reader.skipped,
-                         reader.empty, reader.bytes_read)
+                         reader.empty, reader.bytes_read, encoder.workers)

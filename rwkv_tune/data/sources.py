@@ -3,13 +3,17 @@
 Every document comes with its origin (`file:line`) so that a bad record is reported where it is.
 SFT and chat records are rendered in RWKV's chat format (`User: …\\n\\nAssistant: …`) through one
 `ChatTemplate`, which also yields the role markers the `qa`/`sft` loss masks look for.
+
+`units` hands the same documents out as work: batches of texts (`TextBatch`), or chunks of JSON-lines
+bytes whose format is settled (`LineChunk`), which any process can parse and render like the reader.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ ROLE_ALIASES = {
 _BLANK_RUN = re.compile(r"\n{2,}")
 _BOM = "\ufeff"
 _SKIP_FIX = "Fix it, or pass --skip-invalid to skip bad records."
+READ_BUFFER = 1 << 20  # lines are often longer than the default 8 KiB buffer, which then costs a read() each
 
 
 @dataclass(frozen=True)
@@ -146,16 +151,19 @@ class RecordReader:
             raise DataError(f"{origin}: {what}", _SKIP_FIX)
         self.skipped.append(f"{origin}: {what}")
 
-    def _emit(self, text: str, origin: str) -> Iterator[Document]:
-        if not text.strip():
+    def _emit(self, text: str, origin: str, utf8: bool = False) -> Document | None:
+        """The document of `text`, or None when it is blank or not valid UTF-8 (`utf8`: known valid, e.g.
+        decoded strictly from a text file, which refuses encoded surrogates)."""
+        if not text or text.isspace():
             self.empty += 1
-            return
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            self._bad(origin, f"lone surrogate U+{ord(text[e.start]):04X} is not valid UTF-8")
-            return
-        yield Document(text, origin)
+            return None
+        if not utf8:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                self._bad(origin, f"lone surrogate U+{ord(text[e.start]):04X} is not valid UTF-8")
+                return None
+        return Document(text, origin)
 
     def _render(self, key: str, records: Iterable[tuple[str, dict[str, Any]]], fmt: str) -> Iterator[Document]:
         """Records (origin, dict) → documents in format `fmt` (auto: detected from the first record)."""
@@ -164,12 +172,123 @@ class RecordReader:
             if render is None:
                 fmt, render = _renderer(fmt, rec, self.options, origin)
                 self.formats[key] = fmt
-            try:
-                text = render(rec)
-            except _BadRecord as e:
-                self._bad(origin, str(e))
+            doc = self._record_document(render, origin, rec)
+            if doc is not None:
+                yield doc
+
+    def _record_document(self, render: Callable[[dict[str, Any]], str], origin: str,
+                         rec: dict[str, Any]) -> Document | None:
+        try:
+            text = render(rec)
+        except _BadRecord as e:
+            self._bad(origin, str(e))
+            return None
+        return self._emit(text, origin)
+
+    def _json_lines(self, name: str, lines: Iterable[bytes], first: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Records of JSON lines numbered from `first` (blank lines skipped, bad ones reported)."""
+        for no, raw in enumerate(lines, first):
+            self.bytes_read += len(raw)
+            if raw.isspace():
                 continue
-            yield from self._emit(text, origin)
+            origin = f"{name}:{no}"
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                self._bad(origin, f"invalid UTF-8 (byte 0x{raw[e.start]:02x})")
+                continue
+            except json.JSONDecodeError as e:
+                self._bad(origin, f"invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            if not isinstance(rec, dict):
+                self._bad(origin, f"expected a JSON object, got {type(rec).__name__}")
+                continue
+            yield origin, rec
+
+    def units(self, limit: int) -> Iterator[TextBatch | LineChunk]:
+        """The documents in order as work: `TextBatch`es of about `limit` characters, or (where a reader
+        can) `LineChunk`s of about `limit` bytes left to parse. `parse()` gives a unit's texts, skipped
+        records and empty count; the caller gives the last two back with `add_counts`, in order.
+        """
+        yield from self._batches(iter(self), limit)
+
+    def add_counts(self, skipped: Sequence[str], empty: int) -> None:
+        """Account for the records a unit skipped and its empty documents."""
+        self.skipped.extend(skipped)
+        self.empty += empty
+
+    def _batches(self, docs: Iterable[Document], limit: int) -> Iterator[TextBatch]:
+        """Batches of the texts of `docs`, each holding the skips and empty documents met while reading
+        it, taken off this reader's counts (nothing else counts while this generator runs)."""
+        texts: list[str] = []
+        size = 0
+        mark = (len(self.skipped), self.empty)
+
+        def take() -> TextBatch:
+            skipped = self.skipped[mark[0]:]
+            del self.skipped[mark[0]:]
+            empty, self.empty = self.empty - mark[1], mark[1]
+            return TextBatch(texts, skipped, empty)
+
+        for d in docs:
+            texts.append(d.text)
+            size += len(d.text)
+            if size >= limit:
+                yield take()
+                texts, size = [], 0
+                mark = (len(self.skipped), self.empty)  # add_counts may have run meanwhile
+        batch = take()
+        if batch.texts or batch.skipped or batch.empty:
+            yield batch
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    """Documents' texts read in order, with the records skipped and the empty documents met meanwhile."""
+
+    texts: list[str]
+    skipped: list[str]
+    empty: int
+
+    def parse(self) -> tuple[list[str], list[str], int]:
+        """(texts, skipped records' messages, empty documents), as `LineChunk.parse`."""
+        return self.texts, self.skipped, self.empty
+
+
+@dataclass(frozen=True)
+class LineChunk:
+    """Whole lines (bytes `start` to `end`, line `first_line` on) of a JSON-lines file whose format and
+    fields are settled (from its first record).
+
+    Small and picklable: a worker process reads the bytes itself (no copy through a pipe) and parses
+    and renders them with the reader's own code, so documents, origins (`file:line`), skipped records
+    and errors are exactly those of reading the file in order.
+    """
+
+    name: str
+    first_line: int
+    start: int
+    end: int
+    fmt: str
+    fields: tuple[str, ...]
+    options: SourceOptions
+
+    def parse(self) -> tuple[list[str], list[str], int]:
+        """The documents' texts, the skipped records' messages, and how many documents were empty.
+
+        Raises the reader's DataError at the first bad record unless options.skip_invalid.
+        """
+        with open(self.name, "rb") as f:
+            f.seek(self.start)
+            data = f.read(self.end - self.start)
+        reader = RecordReader(self.options)
+        render = _make_renderer(self.fmt, self.fields, self.options.template)
+        texts = []
+        for origin, rec in reader._json_lines(self.name, io.BytesIO(data), self.first_line):
+            doc = reader._record_document(render, origin, rec)
+            if doc is not None:
+                texts.append(doc.text)
+        return texts, reader.skipped, reader.empty
 
 
 class DocumentReader(RecordReader):
@@ -182,12 +301,50 @@ class DocumentReader(RecordReader):
 
     def __iter__(self) -> Iterator[Document]:
         for path in self.files:
-            fmt = self.options.fmt
-            if fmt == "text" or (fmt == "auto" and path.suffix in TEXT_SUFFIXES):
-                self.formats[str(path)] = "text" if self.options.encoding == "utf-8" else self.options.encoding
-                yield from self._text(path)
-            else:
-                yield from self._render(str(path), self._json_records(path), fmt)
+            yield from self._documents(path)
+
+    def _is_text(self, path: Path) -> bool:
+        return self.options.fmt == "text" or (self.options.fmt == "auto" and path.suffix in TEXT_SUFFIXES)
+
+    def _documents(self, path: Path) -> Iterator[Document]:
+        if self._is_text(path):
+            self.formats[str(path)] = "text" if self.options.encoding == "utf-8" else self.options.encoding
+            yield from self._text(path)
+        else:
+            yield from self._render(str(path), self._json_records(path), self.options.fmt)
+
+    def units(self, limit: int) -> Iterator[TextBatch | LineChunk]:
+        """As `RecordReader.units`; a JSON-lines file whose first line is a record goes out as `LineChunk`s."""
+        for path in self.files:
+            settled = self._line_format(path)
+            if settled is None:
+                yield from self._batches(self._documents(path), limit)
+                continue
+            fmt, fields = settled
+            self.formats[str(path)] = fmt
+            for first_line, start, end in _line_blocks(path, limit):
+                self.bytes_read += end - start
+                yield LineChunk(str(path), first_line, start, end, fmt, fields, self.options)
+
+    def _line_format(self, path: Path) -> tuple[str, tuple[str, ...]] | None:
+        """(format, fields) of a JSON-lines file from its first line, or None when that is not a plain
+        record (empty file, JSON array, bad first line, undecidable format): then the file is read in order."""
+        if self._is_text(path):
+            return None
+        with open(path, "rb") as f:
+            if f.read(4096).lstrip().startswith(b"["):
+                return None
+            f.seek(0)
+            for no, raw in enumerate(f, 1):
+                if raw.isspace():
+                    continue
+                try:
+                    rec = json.loads(raw.decode("utf-8"))
+                    return _resolve_format(self.options.fmt, rec, self.options, f"{path}:{no}") \
+                        if isinstance(rec, dict) else None
+                except Exception:  # bad UTF-8 or JSON, undecidable format: reading in order reports it
+                    return None
+        return None
 
     def _text(self, path: Path) -> Iterator[Document]:
         enc = self.options.encoding
@@ -199,7 +356,9 @@ class DocumentReader(RecordReader):
             except UnicodeDecodeError as e:
                 self._bad(f"{path}:{_line_of(raw, e.start, enc)}", _invalid(raw, e, enc))
                 return
-            yield from self._emit(text.removeprefix(_BOM).replace("\r\n", "\n").rstrip("\n"), str(path))
+            doc = self._emit(text.removeprefix(_BOM).replace("\r\n", "\n").rstrip("\n"), str(path), utf8=True)
+            if doc is not None:
+                yield doc
             return
         lines: list[str] = []
         start, bad = 0, False
@@ -212,10 +371,14 @@ class DocumentReader(RecordReader):
                 lines.append(line.replace("\r\n", "\n"))
                 continue
             if lines and not bad:
-                yield from self._emit("".join(lines).rstrip("\n"), f"{path}:{start}")
+                doc = self._emit("".join(lines).rstrip("\n"), f"{path}:{start}", utf8=True)
+                if doc is not None:
+                    yield doc
             lines, bad = [], False
         if lines and not bad:
-            yield from self._emit("".join(lines).rstrip("\n"), f"{path}:{start}")
+            doc = self._emit("".join(lines).rstrip("\n"), f"{path}:{start}", utf8=True)
+            if doc is not None:
+                yield doc
 
     def _lines(self, path: Path) -> Iterator[tuple[int, str | None]]:
         """(line number, decoded line with its newline), or None for a line that is not valid in the encoding.
@@ -223,7 +386,7 @@ class DocumentReader(RecordReader):
         UTF-8 streams line by line; UTF-16LE is read whole and split at newline code units.
         """
         enc = self.options.encoding
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=READ_BUFFER) as f:
             raws: Iterable[bytes] = _utf16le_lines(f.read()) if enc == "utf-16le" else f
             for no, raw in enumerate(raws, 1):
                 self.bytes_read += len(raw)
@@ -254,24 +417,8 @@ class DocumentReader(RecordReader):
                 else:
                     self._bad(f"{path}[{i}]", f"expected a JSON object, got {type(rec).__name__}")
             return
-        with open(path, "rb") as f:
-            for no, raw in enumerate(f, 1):
-                self.bytes_read += len(raw)
-                if not raw.strip():
-                    continue
-                origin = f"{path}:{no}"
-                try:
-                    rec = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError as e:
-                    self._bad(origin, f"invalid UTF-8 (byte 0x{raw[e.start]:02x})")
-                    continue
-                except json.JSONDecodeError as e:
-                    self._bad(origin, f"invalid JSON ({e.msg} at column {e.colno})")
-                    continue
-                if not isinstance(rec, dict):
-                    self._bad(origin, f"expected a JSON object, got {type(rec).__name__}")
-                    continue
-                yield origin, rec
+        with open(path, "rb", buffering=READ_BUFFER) as f:
+            yield from self._json_lines(str(path), f, 1)
 
 
 class _BadRecord(Exception):
@@ -315,17 +462,22 @@ def _get_str(rec: dict[str, Any], key: str, optional: bool = False) -> str:
     return value
 
 
-def _renderer(fmt: str, first: dict[str, Any], options: SourceOptions, origin: str) -> tuple[str, Any]:
+def _renderer(fmt: str, first: dict[str, Any], options: SourceOptions,
+              origin: str) -> tuple[str, Callable[[dict[str, Any]], str]]:
     """Pick the format and fields from the options or the first record; return (format, record → text)."""
+    fmt, fields = _resolve_format(fmt, first, options, origin)
+    return fmt, _make_renderer(fmt, fields, options.template)
+
+
+def _resolve_format(fmt: str, first: dict[str, Any], options: SourceOptions, origin: str) -> tuple[str, tuple[str, ...]]:
+    """The format and the fields it reads, from the options or else the first record."""
     fields = options.fields
     if fmt == "auto":
         fmt = _detect(first, fields, origin)
     if fmt == "jsonl":
-        key = fields[0] if fields else "text"
-        return fmt, lambda rec: _get_str(rec, key)
+        return fmt, (fields[0] if fields else "text",)
     if fmt == "chat":
-        key = fields[0] if fields else next((k for k in CHAT_FIELDS if k in first), CHAT_FIELDS[0])
-        return fmt, lambda rec: options.template.render(_chat_turns(rec, key))
+        return fmt, (fields[0] if fields else next((k for k in CHAT_FIELDS if k in first), CHAT_FIELDS[0]),)
     if fmt == "sft":
         if fields is None:
             fields = next((f for f in SFT_FIELDS if f[0] in first and f[-1] in first), None)
@@ -335,8 +487,34 @@ def _renderer(fmt: str, first: dict[str, Any], options: SourceOptions, origin: s
         if len(fields) not in (2, 3):
             raise DataError(f"--fields {','.join(fields)} has {len(fields)} names for sft",
                             "Give PROMPT,RESPONSE or INSTRUCTION,INPUT,OUTPUT.")
-        return fmt, lambda rec: options.template.render(_sft_turns(rec, fields))
+        return fmt, tuple(fields)
     raise DataError(f"format {fmt!r} cannot read JSON records ({origin})", "Use jsonl, sft or chat.")
+
+
+def _make_renderer(fmt: str, fields: tuple[str, ...], template: ChatTemplate) -> Callable[[dict[str, Any]], str]:
+    """record → text for a resolved format and its fields."""
+    if fmt == "jsonl":
+        key = fields[0]
+        return lambda rec: _get_str(rec, key)
+    if fmt == "chat":
+        key = fields[0]
+        return lambda rec: template.render(_chat_turns(rec, key))
+    return lambda rec: template.render(_sft_turns(rec, fields))
+
+
+def _line_blocks(path: Path, limit: int) -> Iterator[tuple[int, int, int]]:
+    """(number of the first line, start, end) of runs of whole lines of about `limit` bytes each; the
+    last may lack its newline."""
+    no, start, pos = 1, 0, 0
+    with open(path, "rb") as f:
+        while block := f.read(limit):
+            cut = block.rfind(b"\n") + 1
+            if cut:  # else a line longer than `limit` goes on into the next block
+                yield no, start, pos + cut
+                no, start = no + block.count(b"\n"), pos + cut
+            pos += len(block)
+    if start < pos:
+        yield no, start, pos
 
 
 def _detect(rec: dict[str, Any], fields: tuple[str, ...] | None, origin: str) -> str:
