@@ -7,9 +7,12 @@ train an adapter, merge, verify, and compare the loss before and after, then gen
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rwkv_tune.errors import UserError
 
 # Our own text, written for the demo: short, repetitive enough that a tiny model can learn it quickly.
 CORPUS = [
@@ -31,9 +34,13 @@ CORPUS = [
     "because the tide was turning and the moon was high.",
 ]
 
+DEMO_PROMPT = "The lighthouse keeper"
+
 
 @dataclass
 class DemoResult:
+    """What the demo reports: loss before and after, the merged model and its check, and a sample."""
+
     out: Path
     loss_before: float
     loss_after: float
@@ -60,13 +67,15 @@ def write_inputs(out: Path, *, repeats: int = 6) -> tuple[Path, Path]:
 
 
 def demo_preset(out: Path, model: Path, data: Path, method: str, *, steps: int) -> dict[str, Any]:
+    """The demo's preset: `steps` optimizer steps on CPU (two epochs when it splits evenly)."""
+    epochs = 2 if steps % 2 == 0 else 1
     return {
         "model": {"path": str(model)},
         "method": {"name": method, "r": 16, "alpha": 32, "train_parts": ["time", "ln"]},
         "data": {"path": str(data), "ctx_len": 64, "dataload": "pad", "loss_mask": "pad"},
-        "train": {"micro_bsz": 4, "epoch_steps": steps // 2, "epoch_count": 2, "lr_init": 2e-2, "lr_final": 5e-3,
-                  "lr_schedule": "cos_decay", "warmup_steps": 5, "precision": "fp32", "grad_cp": False,
-                  "device": "cpu", "op": "torch", "seed": 0, "l2wrap": False},
+        "train": {"micro_bsz": 4, "epoch_steps": steps // epochs, "epoch_count": epochs, "lr_init": 2e-2,
+                  "lr_final": 5e-3, "lr_schedule": "cos_decay", "warmup_steps": min(5, steps // 5),
+                  "precision": "fp32", "grad_cp": False, "device": "cpu", "op": "torch", "seed": 0, "l2wrap": False},
         "output": {"dir": str(out / "run"), "merge": True},
     }
 
@@ -91,6 +100,7 @@ def run_demo(out: Path, *, method: str = "disha", use_tui: bool = False, steps: 
     from rwkv_tune.generate import Sampling, generate_text
     from rwkv_tune.model import load_model
 
+    clear_previous_run(out)
     model, data = write_inputs(out)
     preset_path = out / "demo.yaml"
     preset_path.write_text(yaml.safe_dump(demo_preset(out, model, data, method, steps=steps), sort_keys=False))
@@ -101,12 +111,15 @@ def run_demo(out: Path, *, method: str = "disha", use_tui: bool = False, steps: 
 
         code = train_with_dashboard(preset_path, [], None, Path(p.output.dir))
         if code:
-            raise RuntimeError(f"demo training exited with code {code}")
+            raise UserError(f"the demo's training exited with code {code}", f"See {out / 'run' / 'train.log'}.")
+        check_training_ended(Path(p.output.dir))
     else:
         from rwkv_tune.progress import make_printer
         from rwkv_tune.train import run
 
-        run(p, echo=make_printer(console) if console is not None else None)
+        result = run(p, echo=make_printer(console) if console is not None else None)
+        if result.reason == "diverged":
+            raise UserError("the demo's training diverged (NaN losses)", "Try another --method.")
     from rwkv_tune.runs import RunDir
     from rwkv_tune.train.finish import merge_run
 
@@ -114,8 +127,30 @@ def run_demo(out: Path, *, method: str = "disha", use_tui: bool = False, steps: 
     if not run_dir.merged.exists():
         merge_run(p, console=console)
     report = json.loads(run_dir.merge_report.read_text()) if run_dir.merge_report.exists() else {}
+    verified = bool((report.get("verification") or {}).get("checked"))
     after = loss_on(run_dir.merged, p)
     merged_model = load_model(run_dir.merged).eval()
-    sample = "".join(generate_text(merged_model, "The lighthouse keeper",
+    sample = "".join(generate_text(merged_model, DEMO_PROMPT,
                                    Sampling(max_tokens=24, temperature=0.0, seed=0)))
-    return DemoResult(out, before, after, run_dir.merged, bool(report.get("verified", True)), sample)
+    return DemoResult(out, before, after, run_dir.merged, verified, sample)
+
+
+def clear_previous_run(out: Path) -> None:
+    """Remove an earlier demo's run under `out` (a stale merged.pth must not stand in for this one)."""
+    run = out / "run"
+    if not run.exists():
+        return
+    if not (out / "demo.yaml").exists():
+        raise UserError(f"{run} exists and is not from an earlier demo", "Pick another --out folder.")
+    shutil.rmtree(run)
+
+
+def check_training_ended(run_dir: Path) -> None:
+    """After the dashboard: the run must have ended (not detached and still training) before merging."""
+    from rwkv_tune.runs import read_events
+
+    last = next((e for e in reversed(read_events(run_dir / "metrics.jsonl"))
+                 if e.get("event") in ("run_start", "done")), None)
+    if last is None or last.get("event") != "done":
+        raise UserError("the demo's training has not ended (it goes on in the background if you detached)",
+                        f"Follow it with `rwkv-tune watch {run_dir}`, or run `rwkv-tune demo` again.")

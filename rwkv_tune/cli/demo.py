@@ -18,14 +18,18 @@ def demo(
     steps: int = typer.Option(60, "--steps", min=2, help="Optimizer steps (about a second each on a laptop CPU)."),
 ) -> None:
     """The whole workflow offline in about a minute: data → train → merge → verify → generate."""
-    from rwkv_tune.demo import run_demo
+    from rich.markup import escape
+
+    from rwkv_tune.demo import DEMO_PROMPT, run_demo
 
     use_tui = not no_tui and sys.stdout.isatty() and os.environ.get("RWKV_TUNE_NO_TUI") != "1"
     with user_errors():
         result = run_demo(out, method=method, use_tui=use_tui, steps=steps, console=console)
+    merged = escape(str(result.merged))
     console.print(f"\n[bold]loss[/] {result.loss_before:.3f} → [bold green]{result.loss_after:.3f}[/] "
                   f"(on the demo corpus, base vs merged)")
-    console.print(f"[bold]merged[/] {result.merged} ({'verified' if result.verified else '[red]NOT verified[/]'})")
-    console.print(f"[bold]sample[/] The lighthouse keeper{result.sample}")
-    console.print(f"\nNext: [bold]rwkv-tune inspect {result.merged}[/]  ·  "
-                  f"[bold]rwkv-tune generate {result.merged} --prompt 'A good recipe'[/]")
+    console.print(f"[bold]merged[/] {merged} ({'verified' if result.verified else '[yellow]not verified[/]'})",
+                  soft_wrap=True)
+    console.print(f"[bold]sample[/] {escape(DEMO_PROMPT + result.sample)}", soft_wrap=True)
+    console.print(f"\nNext: [bold]rwkv-tune inspect {merged}[/]  ·  "
+                  f"[bold]rwkv-tune generate {merged} --prompt 'A good recipe'[/]", soft_wrap=True)

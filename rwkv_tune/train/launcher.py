@@ -6,7 +6,17 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from rwkv_tune.tui.state import MergeState
+
+LINGER_S = 3.0  # how long a finished run's dashboard stays up before returning to the shell
 
 
 def worker_command(preset: Path, overrides: list[str], resume: str | None, *, quiet: bool = False) -> list[str]:
@@ -44,17 +54,64 @@ def launch(preset: Path, overrides: list[str], resume: str | None) -> int:
 
 
 def train_with_dashboard(preset: Path, overrides: list[str], resume: str | None, run_dir: Path, *,
-                         exit_on_done: bool = False) -> int:
-    """Train in a subprocess and show the dashboard; closing the UI never kills training unless asked."""
+                         exit_on_done: bool = True, linger_s: float = LINGER_S) -> int:
+    """Train in a subprocess behind the dashboard, then print the run's summary; returns the exit code.
+
+    Closing the dashboard never kills training unless the user asks. With `exit_on_done` the dashboard
+    returns to the shell shortly after the run (and its merge) ends, unless a key was pressed meanwhile.
+    """
     from rwkv_tune.tui.app import DashboardApp
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "train.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "rwkv_tune.train.worker",
-                             *worker_command(preset, overrides, resume, quiet=True)],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    status = DashboardApp(run_dir, process=proc, exit_on_done=exit_on_done).run()
+    # Events before this instant belong to earlier sessions appended to the same metrics.jsonl.
+    since = int(time.time() * 1000) / 1000
+    with open(run_dir / "train.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "rwkv_tune.train.worker",
+                                 *worker_command(preset, overrides, resume, quiet=True)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    app = DashboardApp(run_dir, process=proc, exit_on_done=exit_on_done, linger_s=linger_s, since=since)
+    status = app.run()
+    console = Console(highlight=False)
     if proc.poll() is None and status in (None, "detach"):
-        print(f"Training continues in the background (pid {proc.pid}); follow it with: rwkv-tune watch {run_dir}")
+        console.print(f"Training continues in the background (pid {proc.pid}); follow it with: "
+                      f"rwkv-tune watch {run_dir}", soft_wrap=True)
         return 0
-    return proc.wait() or 0
+    code = proc.wait()
+    print_final_summary(run_dir, app.state.merge, code, console)
+    return code
+
+
+def print_final_summary(run_dir: Path, merge: MergeState, code: int, console: Console) -> None:
+    """What stays in the terminal after the dashboard closes: the run's summary and what to do next."""
+    from rwkv_tune.runs import RunDir, read_events
+    from rwkv_tune.tui.format import summary_lines
+    from rwkv_tune.tui.state import RunState
+
+    run = RunDir(run_dir)
+    state = RunState()
+    for event in read_events(run.metrics):
+        state.apply(event)
+    if state.merge.status == "idle":
+        state.merge = merge
+    for line in summary_lines(state, now=time.time()):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if merge.status == "done":
+        mark = {True: "verified", False: "VERIFICATION FAILED"}.get(merge.verified, "not verified")
+        console.print(f"merge    {mark}", markup=False, highlight=False)
+    elif merge.status == "failed":
+        console.print(f"merge    failed: {merge.message}", markup=False, highlight=False, soft_wrap=True)
+    if code != 0:
+        log = run_dir / "train.log"
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-10:] if log.exists() else []
+        if state.error:  # the summary already says what went wrong
+            tail = []
+        console.print(Text(f"the trainer exited with code {code}" + (f"; the end of {log}:" if tail else f" ({log})"),
+                           "bold red"), soft_wrap=True)
+        for line in tail:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    if run.adapter.exists():
+        target = merge.path if merge.status == "done" and merge.path else run_dir
+        console.print(f"Next: rwkv-tune generate {target} --prompt '...'", markup=False, highlight=False,
+                      soft_wrap=True)

@@ -14,13 +14,20 @@ from pathlib import Path
 from typing import Protocol
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import App
+from textual.timer import Timer
 from textual.worker import get_current_worker
 
 from rwkv_tune.runs import RunDir
 from rwkv_tune.tui.format import one_line
-from rwkv_tune.tui.merging import MergeRequest, MergeRunner, subprocess_merge
+from rwkv_tune.tui.merging import (
+    MergeRequest,
+    MergeRunner,
+    read_merge_report,
+    result_from_report,
+    subprocess_merge,
+)
 from rwkv_tune.tui.messages import EventsRead, MergeFinished, MergeProgressed, TailFailed, TailReset
 from rwkv_tune.tui.screens import DashboardScreen, MergeScreen, QuitScreen
 from rwkv_tune.tui.state import MergeState, RunState
@@ -49,27 +56,38 @@ def write_control(run_dir: Path, word: str) -> None:
 
 
 class DashboardApp(App[str | None]):
-    """Live view of one run directory; returns 'detach', 'quit', or the run's final status."""
+    """Live view of one run directory; returns 'detach', 'quit', or the run's final status.
+
+    With `exit_on_done` the app closes `linger_s` seconds after the run ends, unless the user has
+    pressed a key. `since` (unix seconds) marks where this trainer session starts in a metrics file
+    that earlier sessions appended to: their `done` must not end this one.
+    """
 
     CSS_PATH = "dashboard.tcss"
     TITLE = "rwkv-tune"
     ENABLE_COMMAND_PALETTE = False
 
     def __init__(self, run_dir: Path | str, *, follow: bool = True, process: Process | None = None,
-                 merge: MergeRunner | None = None, exit_on_done: bool = False, poll_s: float = 0.5) -> None:
+                 merge: MergeRunner | None = None, exit_on_done: bool = False, linger_s: float = 0.0,
+                 since: float | None = None, poll_s: float = 0.5) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.follow = follow
         self.process = process
         self.merge_runner: MergeRunner = merge or subprocess_merge
         self.exit_on_done = exit_on_done
+        self.linger_s = linger_s
+        self.since = since
         self.poll_s = poll_s
+        self.engaged = False  # a key was pressed: the user is here, so the app stays after the run ends
         self.state = RunState()
         self.tail_error: str | None = None
         self.process_code: int | None = None
         self._process_polls_after_exit = 0
         self._exit_when_finished = False
         self._merge_dialog_shown = False
+        self._session_seen = since is None
+        self._linger_timer: Timer | None = None
         self._stop = threading.Event()
         self._dashboard: DashboardScreen | None = None
 
@@ -94,6 +112,18 @@ class DashboardApp(App[str | None]):
     def on_unmount(self) -> None:
         self._stop.set()
 
+    def on_key(self, event: events.Key) -> None:
+        self.engaged = True
+        if self._linger_timer is not None:
+            self._linger_timer.stop()
+            self._linger_timer = None
+            self.refresh_view()
+
+    @property
+    def run_over(self) -> bool:
+        """This session's trainer has ended (done, error or exited)."""
+        return self.state.finished and self._session_seen
+
     # ---- reading metrics.jsonl ------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="tail", exit_on_error=False, description="tail metrics.jsonl")
@@ -117,12 +147,17 @@ class DashboardApp(App[str | None]):
 
     def on_events_read(self, message: EventsRead) -> None:
         for event in message.events:
+            stamp = event.get("time")
+            if (not self._session_seen and isinstance(stamp, (int, float)) and self.since is not None
+                    and stamp >= self.since):
+                self._session_seen = True
             try:
                 self.state.apply(event)
             except Exception as exc:  # a malformed event must not take the dashboard down
                 self.state.note("red", f"bad event ignored ({type(exc).__name__}: {exc}): "
                                 f"{one_line(json.dumps(event, default=str), 120)}")
         self.tail_error = None
+        self._follow_trainer_merge()
         if self.state.merge.status == "running" and not self._merge_dialog_shown:
             self._merge_dialog_shown = True
             self.push_screen(MergeScreen())
@@ -145,12 +180,32 @@ class DashboardApp(App[str | None]):
         if code is None:
             return
         self._process_polls_after_exit += 1
-        if self.state.finished or self._process_polls_after_exit > 2:
+        if self.run_over or self._process_polls_after_exit > 2:
             self.process_code = code
-            if not self.state.finished:
+            if not self.run_over:
+                self._session_seen = True
                 self.state.status = "exited"
                 self.state.note("bold red", f"the trainer exited with code {code} before finishing")
+            self._follow_trainer_merge()
             self.refresh_view()
+
+    def _follow_trainer_merge(self) -> None:
+        """Show the merge the trainer runs after a finished run (output.merge), then its report."""
+        s = self.state
+        if (self.process is None or not self.run_over or s.status != "done" or s.merge.status in ("done", "failed")
+                or not (s.preset.get("output") or {}).get("merge")):
+            return
+        if self.process_code is None:
+            if s.merge.status == "idle":
+                s.merge = MergeState(status="running", message="the trainer is merging the adapter…")
+            return
+        report = read_merge_report(self.run_dir, newer_than=self.since)
+        if self.process_code == 0 and report is not None:
+            s.finish_merge(result_from_report(report, str(RunDir(self.run_dir).merged)))
+            return
+        s.merge.status = "failed"
+        s.merge.message = f"the trainer's merge did not finish (exit code {self.process_code}); see {TRAIN_LOG}"
+        s.note("bold red", f"merge failed: {s.merge.message}")
 
     # ---- rendering ------------------------------------------------------------------------
 
@@ -160,6 +215,8 @@ class DashboardApp(App[str | None]):
         if self.tail_error:
             return Text(f"cannot read metrics.jsonl: {self.tail_error}", "bold red")
         if s.merge.status == "running":
+            if not s.merge.total and s.merge.message:
+                return Text(s.merge.message, "bold cyan")
             return Text(f"merging {s.merge.done}/{s.merge.total or '?'} tensors…", "bold cyan")
         if s.merge.status == "failed":
             return Text(f"merge failed: {s.merge.message}", "bold red")
@@ -171,7 +228,11 @@ class DashboardApp(App[str | None]):
             log = self.run_dir / TRAIN_LOG
             see = f"; see {log}" if log.exists() else ""
             return Text(f"the trainer exited (code {self.process_code}) before finishing{see}", "bold red")
+        if s.finished and not self._session_seen:
+            return Text("starting the trainer…", "dim")
         if s.finished:
+            if self._linger_timer is not None:
+                return Text(f"{s.status} at step {s.step} · closing in a moment, press any key to stay", "bold green")
             adapter = (s.done or {}).get("adapter") or "-"
             if s.merge.status == "done":
                 return Text(f"{s.status} · merged model: {s.merge.path}", "bold green")
@@ -189,23 +250,29 @@ class DashboardApp(App[str | None]):
     def refresh_view(self) -> None:
         if self._dashboard is None:
             return
+        self._maybe_exit()
         self.dashboard.show(self.state, self.run_dir, self.status_text())
         if isinstance(self.screen, MergeScreen):
             self.screen.show(self.state.merge)
-        self._maybe_exit()
 
     def _maybe_exit(self) -> None:
         s = self.state
-        if not s.finished or s.merge.status == "running":
+        if not self.run_over or s.merge.status == "running":
             return
-        if self._exit_when_finished or self.exit_on_done:
+        if self._exit_when_finished or (self.exit_on_done and not self.engaged and self.linger_s <= 0):
             self.exit(s.status)
+        elif self.exit_on_done and not self.engaged and self._linger_timer is None:
+            self._linger_timer = self.set_timer(self.linger_s, self._close_after_linger)
+
+    def _close_after_linger(self) -> None:
+        if not self.engaged:
+            self.exit(self.state.status)
 
     # ---- commands from the keys -----------------------------------------------------------
 
     def send_control(self, word: str) -> None:
         """Ask the trainer (through the control file) to pause, resume, save or stop."""
-        if self.state.finished:
+        if self.run_over:
             self.notify("The run has ended.", severity="warning")
             return
         try:
@@ -230,7 +297,7 @@ class DashboardApp(App[str | None]):
 
     def ask_quit(self) -> None:
         """q: quit at once when nothing runs; otherwise offer stop-and-save, detach, cancel."""
-        if self.state.finished and self.state.merge.status != "running":
+        if self.run_over and self.state.merge.status != "running":
             self.exit("quit")
             return
         if isinstance(self.screen, QuitScreen):
@@ -243,7 +310,7 @@ class DashboardApp(App[str | None]):
             elif choice == "detach":
                 self.exit("detach")
 
-        self.push_screen(QuitScreen(can_stop=not self.state.finished), chosen)
+        self.push_screen(QuitScreen(can_stop=not self.run_over), chosen)
 
     def start_merge(self) -> None:
         """m: merge the finished run's adapter into the base model (or show the merge in progress)."""
@@ -251,7 +318,7 @@ class DashboardApp(App[str | None]):
         if merge.status in ("running", "done"):
             self.push_screen(MergeScreen())
             return
-        if self.state.status not in ("done", "stopped", "interrupted"):
+        if not self.run_over or self.state.status not in ("done", "stopped", "interrupted"):
             self.notify("Merging is available once training is done.", severity="warning")
             return
         self.state.merge = MergeState(status="running", message="starting…")

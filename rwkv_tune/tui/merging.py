@@ -67,6 +67,23 @@ def subprocess_merge(request: MergeRequest, progress: ProgressFn) -> dict[str, A
         tail = stderr.read().strip().splitlines()
     if error or code != 0 or not isinstance(report, dict):
         raise RuntimeError(error or (tail[-1] if tail else f"the merge process exited with code {code}"))
+    return result_from_report(report, request.out)
+
+
+def result_from_report(report: dict[str, Any], out: str) -> dict[str, Any]:
+    """A merge report (rwkv_tune.merge's shape) as the dashboard's result: {path, verified, report}."""
     verification = report.get("verification") or {}
-    return {"path": (report.get("out") or {}).get("path", request.out),
+    return {"path": (report.get("out") or {}).get("path", out),
             "verified": True if verification.get("checked") else None, "report": report}
+
+
+def read_merge_report(run_dir: Path, *, newer_than: float | None = None) -> dict[str, Any] | None:
+    """The run's merge-report.json, if there is a readable one (written at or after `newer_than`)."""
+    path = Path(run_dir) / "merge-report.json"
+    try:
+        if newer_than is not None and path.stat().st_mtime < newer_than:
+            return None
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None

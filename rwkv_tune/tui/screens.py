@@ -39,6 +39,8 @@ class DashboardScreen(Screen[None]):
         Binding("q", "quit_dialog", "Quit"),
     ]
 
+    _keys_shown: tuple[bool, bool] | None = None
+
     @property
     def dashboard(self) -> DashboardApp:
         return cast("DashboardApp", self.app)
@@ -68,11 +70,14 @@ class DashboardScreen(Screen[None]):
         self.query_one(EventLog).show(state)
         self.query_one(CheckpointList).show(state)
         self.query_one(SamplesView).show(state)
-        self.refresh_bindings()
+        keys = (self.dashboard.run_over, state.paused)
+        if keys != self._keys_shown:  # redrawing the footer is costly; its keys change only with these
+            self._keys_shown = keys
+            self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         state = self.dashboard.state
-        live = not state.finished
+        live = not self.dashboard.run_over
         if action == "pause":
             return live and not state.paused
         if action in ("resume", "save"):
@@ -176,8 +181,9 @@ def merge_text(merge: MergeState) -> Text:
     if merge.status == "failed":
         return Text(f"merge failed: {merge.message}", "bold red")
     if merge.status == "running":
-        count = f"{merge.done}/{merge.total} tensors" if merge.total else "starting…"
-        return Text(f"merging: {count}")
+        if merge.total:
+            return Text(f"merging: {merge.done}/{merge.total} tensors")
+        return Text(merge.message or "merging: starting…")
     if merge.status == "done":
         text = Text()
         if merge.verified is True:

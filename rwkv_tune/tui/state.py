@@ -43,7 +43,7 @@ class RunState:
     devices: str = ""
     preset_path: str = ""
     resumed_from_step: int | None = None
-    status: str = "waiting"  # waiting | running | done | stopped | interrupted | error | exited
+    status: str = "waiting"  # waiting | running | done | stopped | interrupted | diverged | error | exited
     paused: bool = False
     stopping: bool = False
     step: int = 0
@@ -236,7 +236,7 @@ class RunState:
     @property
     def finished(self) -> bool:
         """The trainer has ended (done, error or exited): nothing more will come from this session."""
-        return self.status in ("done", "stopped", "interrupted", "error", "exited")
+        return self.status in ("done", "stopped", "interrupted", "diverged", "error", "exited")
 
     @property
     def display_epoch(self) -> int | None:

@@ -25,8 +25,18 @@ from rwkv_tune.tui.format import (
 )
 from rwkv_tune.tui.state import RunState
 
+
+def update_static(widget: Static, content: Text | str, *, layout: bool = True) -> None:
+    """Update a Static only when what it shows changed: each update costs a repaint, and a layout if asked."""
+    key = (content.plain, str(content.style), tuple(content.spans)) if isinstance(content, Text) else content
+    if getattr(widget, "_rwkv_shown", None) == key:
+        return
+    widget._rwkv_shown = key  # type: ignore[attr-defined]
+    widget.update(content, layout=layout)
+
+
 BADGE_CLASSES = ("waiting", "running", "paused", "stopping", "merging", "done", "stopped", "interrupted",
-                 "error", "exited")
+                 "diverged", "error", "exited")
 
 
 class RunHeader(Horizontal):
@@ -40,11 +50,13 @@ class RunHeader(Horizontal):
         preset = state.preset_path or str(run_dir / "preset.yaml")
         text = Text.assemble(("rwkv-tune ", "bold"), (model_line(state), ""))
         text.append(f"\npreset {preset} · devices {devices_line(state)}", "dim")
-        self.query_one("#header-text", Static).update(text)
+        update_static(self.query_one("#header-text", Static), text, layout=False)
         label = state.status_label
         badge = self.query_one("#badge", Label)
-        badge.update(f" {label.upper()} ")
-        badge.set_classes(label if label in BADGE_CLASSES else "waiting")
+        update_static(badge, f" {label.upper()} ")
+        kind = label if label in BADGE_CLASSES else "waiting"
+        if not badge.has_class(kind):
+            badge.set_classes(kind)
 
 
 class ProgressPanel(Vertical):
@@ -61,9 +73,9 @@ class ProgressPanel(Vertical):
         bar = self.query_one(ProgressBar)
         if state.total_steps:
             bar.update(total=state.total_steps, progress=min(state.step, state.total_steps))
-        self.query_one("#progress-head", Static).update(progress_head(state))
-        self.query_one("#progress-detail", Static).update(progress_detail(state))
-        self.query_one("#status-line", Static).update(status)
+        update_static(self.query_one("#progress-head", Static), progress_head(state))
+        update_static(self.query_one("#progress-detail", Static), progress_detail(state), layout=False)
+        update_static(self.query_one("#status-line", Static), status, layout=False)
 
 
 class LossChart(Widget):
@@ -155,7 +167,7 @@ class StatsPanel(Static):
                 text.append("\n")
             text.append(f"{name:<10}", "dim")
             text.append_text(value if isinstance(value, Text) else Text(value))
-        self.update(text)
+        update_static(self, text, layout=False)
 
 
 class EventLog(RichLog):
@@ -188,11 +200,11 @@ class CheckpointList(Static):
 
     def show(self, state: RunState) -> None:
         if not state.checkpoints:
-            self.update(Text("none yet", "dim"))
+            update_static(self, Text("none yet", "dim"), layout=False)
             return
         lines = [f"step {c.get('step', '?'):>6} · {Path(str(c.get('path', ''))).name}"
                  for c in reversed(state.checkpoints[-8:])]
-        self.update("\n".join(escape(line) for line in lines))
+        update_static(self, "\n".join(escape(line) for line in lines), layout=False)
 
 
 class SamplesView(Static):
@@ -203,7 +215,7 @@ class SamplesView(Static):
 
     def show(self, state: RunState) -> None:
         if not state.samples:
-            self.update(Text("none (set train.sample_every)", "dim"))
+            update_static(self, Text("none (set train.sample_every)", "dim"), layout=False)
             return
         text = Text()
         for i, sample in enumerate(reversed(state.samples[-3:])):
@@ -212,4 +224,4 @@ class SamplesView(Static):
             text.append(f"@{sample.get('step', '?')} ", "dim")
             text.append(one_line(sample.get("prompt", ""), 40), "bold")
             text.append(" " + one_line(sample.get("text", ""), 160))
-        self.update(text)
+        update_static(self, text, layout=False)
