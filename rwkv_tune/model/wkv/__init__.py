@@ -87,6 +87,8 @@ def wkv7(
     State layout is the official [B, H, N_value, N_key]. Returns (y, final_state).
     """
     state = _check("r log_decay k v a b", (r, log_decay, k, v, a, b), state)
+    if op == "torch" and r.shape[1] == 1:
+        op = "naive"  # one token (generation): a single recurrence step beats setting up a chunk
     with _no_autocast(r):  # the recurrence must run in fp32 even inside a bf16 autocast region
         return _lookup(WKV7_OPS, op, "RWKV-7")(r, log_decay, k, v, a, b, state)
 
@@ -110,6 +112,8 @@ def wkv6(
     H, N = r.shape[2], r.shape[3]
     if u.shape != (H, N):
         raise ValueError(f"WKV bonus u has shape {tuple(u.shape)}, expected {(H, N)}")
+    if op == "torch" and r.shape[1] == 1:
+        op = "naive"
     with _no_autocast(r):
         return _lookup(WKV6_OPS, op, "RWKV-6/5")(r, log_decay, k, v, u, state)
 
