@@ -98,10 +98,9 @@ def devices_line(state: RunState) -> str:
     return f"{train.get('device', 'auto')} ×{count}"
 
 
-def progress_line(state: RunState) -> str:
-    """'step 120/400 · epoch 1/4 · 1.20M/4.10M tokens · 3m 12s elapsed · ETA 7m 40s'."""
-    total = state.total_steps
-    parts = [f"step {state.step}/{total if total else '?'}"]
+def _epoch_tokens_elapsed(state: RunState) -> list[str]:
+    """['epoch 1/4', '1.20M/4.10M tokens', '3m 12s elapsed'] (epoch and tokens only when known)."""
+    parts = []
     epoch = state.display_epoch
     if epoch is not None:
         parts.append(f"epoch {epoch}/{state.plan.get('epoch_count', '?')}")
@@ -110,6 +109,13 @@ def progress_line(state: RunState) -> str:
         parts.append(f"{fmt_count(state.tokens)}/{fmt_count(total_tokens)} tokens" if total_tokens
                      else f"{fmt_count(state.tokens)} tokens")
     parts.append(f"{fmt_duration(state.elapsed_s)} elapsed")
+    return parts
+
+
+def progress_line(state: RunState) -> str:
+    """'step 120/400 · epoch 1/4 · 1.20M/4.10M tokens · 3m 12s elapsed · ETA 7m 40s'."""
+    total = state.total_steps
+    parts = [f"step {state.step}/{total if total else '?'}", *_epoch_tokens_elapsed(state)]
     if state.status == "done":
         parts.append("finished")
     elif not state.finished:
@@ -130,15 +136,7 @@ def progress_head(state: RunState) -> str:
 
 def progress_detail(state: RunState) -> str:
     """'epoch 1/4 · 1.20M/4.10M tokens · 3m 12s elapsed · 1.23k tok/s'."""
-    parts = []
-    epoch = state.display_epoch
-    if epoch is not None:
-        parts.append(f"epoch {epoch}/{state.plan.get('epoch_count', '?')}")
-    if state.tokens is not None:
-        total_tokens = state.plan.get("total_tokens")
-        parts.append(f"{fmt_count(state.tokens)}/{fmt_count(total_tokens)} tokens" if total_tokens
-                     else f"{fmt_count(state.tokens)} tokens")
-    parts.append(f"{fmt_duration(state.elapsed_s)} elapsed")
+    parts = _epoch_tokens_elapsed(state)
     if state.recent_tokens_per_s:
         parts.append(f"{fmt_count(state.recent_tokens_per_s)} tok/s")
     return " · ".join(parts)
