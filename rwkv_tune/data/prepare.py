@@ -88,12 +88,6 @@ def read_meta(prefix: str | Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and meta.get("format") == META_FORMAT else None
 
 
-def encode_chunk(texts: list[str], eod: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenize a batch of texts into one flat uint16 array (+ end token per document) and the sizes."""
-    flat, sizes = get_tokenizer().encode_packed(texts, eod)
-    return np.frombuffer(flat, dtype="<u2"), np.asarray(sizes, dtype=np.int64)
-
-
 Unit = TextBatch | LineChunk
 Encoded = tuple[bytes, list[int], list[str], int]
 
@@ -101,9 +95,15 @@ Encoded = tuple[bytes, list[int], list[str], int]
 def encode_unit(unit: Unit, eod: bool = True) -> Encoded:
     """Parse and tokenize one unit of a reader's work: packed uint16 ids, sizes, the records it
     skipped and how many of its documents were empty."""
+    tok = get_tokenizer()
+    if isinstance(unit, LineChunk):
+        try:  # the tokenizer refuses lone surrogates itself: no separate check of every text
+            texts, skipped, empty = unit.parse(utf8=True)
+            return (*tok.encode_packed(texts, eod), skipped, empty)
+        except DataError:  # parse again, checking: bad records are then skipped or reported in order
+            pass
     texts, skipped, empty = unit.parse()
-    flat, sizes = get_tokenizer().encode_packed(texts, eod)
-    return flat, sizes, skipped, empty
+    return (*tok.encode_packed(texts, eod), skipped, empty)
 
 
 def _encode_in_worker(unit: Unit, eod: bool) -> Encoded | None:
@@ -116,14 +116,17 @@ def _encode_in_worker(unit: Unit, eod: bool) -> Encoded | None:
 
 def pool_workers(total_bytes: int) -> int:
     """How many worker processes suit inputs of `total_bytes`: one per core left free besides this
-    process, which works too. None (all here) for small inputs, off Linux (where fork is not the safe
+    process, which works too; 0 (all here) for small inputs, off Linux (where fork is not the safe
     default), or when the load average says the cores are already busy (as `make -l` holds back jobs):
     on a saturated machine, workers only add their overhead to this process's share of the CPU.
     """
     if total_bytes < POOL_MIN_BYTES or not sys.platform.startswith("linux"):
         return 0
     cpus = len(os.sched_getaffinity(0))
-    free = math.ceil(cpus - os.getloadavg()[0])
+    try:
+        free = math.ceil(cpus - os.getloadavg()[0])
+    except OSError:  # no load average to read
+        free = cpus
     return max(0, min(cpus - 1, free, MAX_WORKERS))
 
 
@@ -194,7 +197,8 @@ class _Encoder:
         if self.pool is None:
             return None
         try:
-            return self.pool.submit(_encode_in_worker, unit, self.eod)
+            return self.pool.submit(_encode_in_worker, unit.without_data() if isinstance(unit, LineChunk) else unit,
+                                    self.eod)
         except BrokenProcessPool:
             self.pool = None
             return None

@@ -14,7 +14,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,19 +151,19 @@ class RecordReader:
             raise DataError(f"{origin}: {what}", _SKIP_FIX)
         self.skipped.append(f"{origin}: {what}")
 
-    def _emit(self, text: str, origin: str, utf8: bool = False) -> Document | None:
-        """The document of `text`, or None when it is blank or not valid UTF-8 (`utf8`: known valid, e.g.
-        decoded strictly from a text file, which refuses encoded surrogates)."""
+    def _keep(self, text: str, origin: str, utf8: bool = False) -> bool:
+        """Whether `text` makes a document: not when blank (counted) or not valid UTF-8 (reported).
+        `utf8`: known valid, e.g. decoded strictly from a text file, which refuses encoded surrogates."""
         if not text or text.isspace():
             self.empty += 1
-            return None
+            return False
         if not utf8:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as e:
                 self._bad(origin, f"lone surrogate U+{ord(text[e.start]):04X} is not valid UTF-8")
-                return None
-        return Document(text, origin)
+                return False
+        return True
 
     def _render(self, key: str, records: Iterable[tuple[str, dict[str, Any]]], fmt: str) -> Iterator[Document]:
         """Records (origin, dict) → documents in format `fmt` (auto: detected from the first record)."""
@@ -172,18 +172,19 @@ class RecordReader:
             if render is None:
                 fmt, render = _renderer(fmt, rec, self.options, origin)
                 self.formats[key] = fmt
-            doc = self._record_document(render, origin, rec)
-            if doc is not None:
-                yield doc
+            text = self._record_text(render, origin, rec)
+            if text is not None:
+                yield Document(text, origin)
 
-    def _record_document(self, render: Callable[[dict[str, Any]], str], origin: str,
-                         rec: dict[str, Any]) -> Document | None:
+    def _record_text(self, render: Callable[[dict[str, Any]], str], origin: str,
+                     rec: dict[str, Any], utf8: bool = False) -> str | None:
+        """The document text of a record, or None when it is bad (reported) or blank (counted)."""
         try:
             text = render(rec)
         except _BadRecord as e:
             self._bad(origin, str(e))
             return None
-        return self._emit(text, origin)
+        return text if self._keep(text, origin, utf8) else None
 
     def _json_lines(self, name: str, lines: Iterable[bytes], first: int) -> Iterator[tuple[str, dict[str, Any]]]:
         """Records of JSON lines numbered from `first` (blank lines skipped, bad ones reported)."""
@@ -193,7 +194,7 @@ class RecordReader:
                 continue
             origin = f"{name}:{no}"
             try:
-                rec = json.loads(raw.decode("utf-8"))
+                rec = _loads(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
                 self._bad(origin, f"invalid UTF-8 (byte 0x{raw[e.start]:02x})")
                 continue
@@ -260,9 +261,10 @@ class LineChunk:
     """Whole lines (bytes `start` to `end`, line `first_line` on) of a JSON-lines file whose format and
     fields are settled (from its first record).
 
-    Small and picklable: a worker process reads the bytes itself (no copy through a pipe) and parses
-    and renders them with the reader's own code, so documents, origins (`file:line`), skipped records
-    and errors are exactly those of reading the file in order.
+    Picklable: a worker process parses and renders it with the reader's own code, so documents,
+    origins (`file:line`), skipped records and errors are exactly those of reading the file in order.
+    `data` holds the bytes when the reader has them at hand; `without_data()` is the small copy to
+    send to another process, which reads them from the file itself (no copy through a pipe).
     """
 
     name: str
@@ -272,22 +274,31 @@ class LineChunk:
     fmt: str
     fields: tuple[str, ...]
     options: SourceOptions
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
-    def parse(self) -> tuple[list[str], list[str], int]:
+    def without_data(self) -> LineChunk:
+        """This chunk with its bytes left to be read from the file."""
+        return replace(self, data=None)
+
+    def parse(self, utf8: bool = False) -> tuple[list[str], list[str], int]:
         """The documents' texts, the skipped records' messages, and how many documents were empty.
 
         Raises the reader's DataError at the first bad record unless options.skip_invalid.
+        `utf8`: skip the check for lone surrogates, for a caller whose next step refuses them anyway
+        (the tokenizer) and then parses again without `utf8` to report them in order.
         """
-        with open(self.name, "rb") as f:
-            f.seek(self.start)
-            data = f.read(self.end - self.start)
+        data = self.data
+        if data is None:
+            with open(self.name, "rb") as f:
+                f.seek(self.start)
+                data = f.read(self.end - self.start)
         reader = RecordReader(self.options)
         render = _make_renderer(self.fmt, self.fields, self.options.template)
         texts = []
         for origin, rec in reader._json_lines(self.name, io.BytesIO(data), self.first_line):
-            doc = reader._record_document(render, origin, rec)
-            if doc is not None:
-                texts.append(doc.text)
+            text = reader._record_text(render, origin, rec, utf8)
+            if text is not None:
+                texts.append(text)
         return texts, reader.skipped, reader.empty
 
 
@@ -322,9 +333,9 @@ class DocumentReader(RecordReader):
                 continue
             fmt, fields = settled
             self.formats[str(path)] = fmt
-            for first_line, start, end in _line_blocks(path, limit):
-                self.bytes_read += end - start
-                yield LineChunk(str(path), first_line, start, end, fmt, fields, self.options)
+            for first_line, start, data in _line_blocks(path, limit):
+                self.bytes_read += len(data)
+                yield LineChunk(str(path), first_line, start, start + len(data), fmt, fields, self.options, data)
 
     def _line_format(self, path: Path) -> tuple[str, tuple[str, ...]] | None:
         """(format, fields) of a JSON-lines file from its first line, or None when that is not a plain
@@ -356,9 +367,9 @@ class DocumentReader(RecordReader):
             except UnicodeDecodeError as e:
                 self._bad(f"{path}:{_line_of(raw, e.start, enc)}", _invalid(raw, e, enc))
                 return
-            doc = self._emit(text.removeprefix(_BOM).replace("\r\n", "\n").rstrip("\n"), str(path), utf8=True)
-            if doc is not None:
-                yield doc
+            text = text.removeprefix(_BOM).replace("\r\n", "\n").rstrip("\n")
+            if self._keep(text, str(path), utf8=True):
+                yield Document(text, str(path))
             return
         lines: list[str] = []
         start, bad = 0, False
@@ -371,14 +382,15 @@ class DocumentReader(RecordReader):
                 lines.append(line.replace("\r\n", "\n"))
                 continue
             if lines and not bad:
-                doc = self._emit("".join(lines).rstrip("\n"), f"{path}:{start}", utf8=True)
-                if doc is not None:
-                    yield doc
+                yield from self._paragraph(lines, f"{path}:{start}")
             lines, bad = [], False
         if lines and not bad:
-            doc = self._emit("".join(lines).rstrip("\n"), f"{path}:{start}", utf8=True)
-            if doc is not None:
-                yield doc
+            yield from self._paragraph(lines, f"{path}:{start}")
+
+    def _paragraph(self, lines: list[str], origin: str) -> Iterator[Document]:
+        text = "".join(lines).rstrip("\n")
+        if self._keep(text, origin, utf8=True):
+            yield Document(text, origin)
 
     def _lines(self, path: Path) -> Iterator[tuple[int, str | None]]:
         """(line number, decoded line with its newline), or None for a line that is not valid in the encoding.
@@ -423,6 +435,22 @@ class DocumentReader(RecordReader):
 
 class _BadRecord(Exception):
     pass
+
+
+_DECODER = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"
+
+
+def _loads(text: str) -> Any:
+    """`json.loads(text)`, without its Python-level steps for the usual line (a value then a newline);
+    anything else goes to json.loads itself, which gives the same value or raises the same error."""
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except json.JSONDecodeError:
+        return json.loads(text)
+    if end != len(text) and text[end:].strip(_JSON_SPACE):
+        return json.loads(text)
+    return value
 
 
 def _line_of(raw: bytes, pos: int, encoding: str = "utf-8") -> int:
@@ -502,19 +530,22 @@ def _make_renderer(fmt: str, fields: tuple[str, ...], template: ChatTemplate) ->
     return lambda rec: template.render(_sft_turns(rec, fields))
 
 
-def _line_blocks(path: Path, limit: int) -> Iterator[tuple[int, int, int]]:
-    """(number of the first line, start, end) of runs of whole lines of about `limit` bytes each; the
-    last may lack its newline."""
-    no, start, pos = 1, 0, 0
+def _line_blocks(path: Path, limit: int) -> Iterator[tuple[int, int, bytes]]:
+    """(number of the first line, offset, bytes) of runs of whole lines of about `limit` bytes each;
+    the last may lack its newline."""
+    no, start, held = 1, 0, []
     with open(path, "rb") as f:
         while block := f.read(limit):
             cut = block.rfind(b"\n") + 1
-            if cut:  # else a line longer than `limit` goes on into the next block
-                yield no, start, pos + cut
-                no, start = no + block.count(b"\n"), pos + cut
-            pos += len(block)
-    if start < pos:
-        yield no, start, pos
+            if not cut:  # a line longer than `limit` goes on into the next block
+                held.append(block)
+                continue
+            data = b"".join([*held, block[:cut]]) if held else block[:cut]
+            held = [block[cut:]] if cut < len(block) else []
+            yield no, start, data
+            no, start = no + block.count(b"\n"), start + len(data)
+    if held:
+        yield no, start, b"".join(held)
 
 
 def _detect(rec: dict[str, Any], fields: tuple[str, ...] | None, origin: str) -> str:

@@ -104,6 +104,33 @@ def test_worker_errors_are_the_first_in_order(tmp_path, monkeypatch):
         assert not (tmp_path / f"o{w}.bin").exists()
 
 
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=fork_only)])
+def test_a_lone_surrogate_is_reported_before_a_later_bad_line(tmp_path, workers):
+    p = tmp_path / "s.jsonl"
+    p.write_text(_line({"text": "fine"}) + '{"text": "bad \\ud800"}\n' + "not json\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"s\.jsonl:2: lone surrogate U\+D800"):
+        prep.prepare([p], tmp_path / "o", workers=workers)
+    r = prep.prepare([p], tmp_path / "o", options=SourceOptions(skip_invalid=True), workers=workers)
+    assert [s.split(": ", 1)[1] for s in r.skipped] == ["lone surrogate U+D800 is not valid UTF-8",
+                                                       "invalid JSON (Expecting value at column 1)"]
+    assert r.stats["documents"] == 1
+
+
+@pytest.mark.parametrize("line", ['{"a": 1}\n', ' {"a": 1}\n', '{"a": 1}\r\n', '{"a": 1}', '{"a": 1} x\n',
+                                  '{"a": 1}\u3000\n', '{"a": 1}\x0b\n', "nope\n", "\ufeff{}\n", "[1, 2]\n",
+                                  '"s"\n', '{"a": NaN}\n', "{}{}\n", ""])
+def test_json_lines_parse_exactly_as_json_loads(line):
+    from rwkv_tune.data.sources import _loads
+
+    def outcome(fn):
+        try:
+            return "ok", repr(fn(line))
+        except json.JSONDecodeError as e:
+            return "error", e.msg, e.colno
+
+    assert outcome(_loads) == outcome(json.loads)
+
+
 def _die(unit, eod):
     os._exit(3)
 
