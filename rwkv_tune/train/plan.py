@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def data_tokens(path: str) -> int | None:
-    """Tokens in a binidx dataset (read from its index, instantly); None for raw files (not tokenized yet)."""
-    if not path:
-        return None
+    """Tokens in a binidx dataset (read from its index, instantly); None for anything not tokenized yet."""
     from rwkv_tune.data.binidx import is_binidx, read_binidx
 
-    if is_binidx(path):
+    if path and is_binidx(path):
         return int(read_binidx(path).num_tokens)
-    if Path(path).is_file() and Path(path).suffix in (".txt", ".jsonl", ".json"):
-        return None
     return None
