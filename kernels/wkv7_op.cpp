@@ -9,11 +9,12 @@
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> wkv7_forward(
-    const at::Tensor& r, const at::Tensor& g, const at::Tensor& k, const at::Tensor& v, const at::Tensor& a,
-    const at::Tensor& b, const std::optional<at::Tensor>& s0, bool save) {
+// The checks forward and backward share: [B, T, H, N] inputs of this build's head size, T a multiple of
+// the checkpoint chunk, I/O dtype for r k v a b and fp32 for the log-decay g.
+void check_inputs(const at::Tensor& r, const at::Tensor& g, const at::Tensor& k, const at::Tensor& v,
+                  const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(r.dim() == 4, "wkv7: r must be [B, T, H, N]");
-  const int64_t B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
+  const int64_t T = r.size(1), N = r.size(3);
   TORCH_CHECK(N == WKV_N, "wkv7: head size ", N, " but this build is for ", WKV_N);
   TORCH_CHECK(T % WKV_CHUNK == 0, "wkv7: T = ", T, " must be a multiple of ", WKV_CHUNK, " (pad on the Python side)");
   const at::IntArrayRef shape = r.sizes();
@@ -23,6 +24,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> wkv7_forward(
   wkv_check(v, "v", kWkvIoType, shape);
   wkv_check(a, "a", kWkvIoType, shape);
   wkv_check(b, "b", kWkvIoType, shape);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> wkv7_forward(
+    const at::Tensor& r, const at::Tensor& g, const at::Tensor& k, const at::Tensor& v, const at::Tensor& a,
+    const at::Tensor& b, const std::optional<at::Tensor>& s0, bool save) {
+  check_inputs(r, g, k, v, a, b);
+  const int64_t B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
+  const at::IntArrayRef shape = r.sizes();
   if (s0.has_value()) wkv_check(*s0, "s0", at::kFloat, {B, H, N, N});
 
   const c10::cuda::CUDAGuard guard(r.device());
@@ -44,17 +53,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& r, const at::Tensor& g, const at::Tensor& k, const at::Tensor& v, const at::Tensor& a,
     const at::Tensor& b, const at::Tensor& dy, const std::optional<at::Tensor>& dsT, const at::Tensor& ckpt,
     const at::Tensor& sa) {
-  TORCH_CHECK(r.dim() == 4, "wkv7: r must be [B, T, H, N]");
+  check_inputs(r, g, k, v, a, b);
   const int64_t B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
-  TORCH_CHECK(N == WKV_N, "wkv7: head size ", N, " but this build is for ", WKV_N);
-  TORCH_CHECK(T % WKV_CHUNK == 0, "wkv7: T = ", T, " must be a multiple of ", WKV_CHUNK);
   const at::IntArrayRef shape = r.sizes();
-  wkv_check(r, "r", kWkvIoType, shape);
-  wkv_check(g, "g", at::kFloat, shape);
-  wkv_check(k, "k", kWkvIoType, shape);
-  wkv_check(v, "v", kWkvIoType, shape);
-  wkv_check(a, "a", kWkvIoType, shape);
-  wkv_check(b, "b", kWkvIoType, shape);
   wkv_check(dy, "dy", kWkvIoType, shape);
   if (dsT.has_value()) wkv_check(*dsT, "dsT", at::kFloat, {B, H, N, N});
   wkv_check(ckpt, "ckpt", at::kFloat, {B, H, T / WKV_CHUNK, N, N});
