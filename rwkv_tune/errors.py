@@ -35,5 +35,25 @@ class ConfigError(UserError):
     """A preset or option value is invalid."""
 
 
+class ConfigErrors(ConfigError):
+    """Several preset or option mistakes found in one pass, reported together (each with its fix)."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = list(errors)
+        super().__init__(f"{len(self.errors)} problems: " + "; ".join(e.one_line() for e in self.errors))
+
+    def lines(self) -> list[str]:
+        return [e.one_line() for e in self.errors]
+
+
+def raise_all(errors: list[ConfigError]) -> None:
+    """Raise nothing, the one error, or all of them as ConfigErrors (nested ConfigErrors are flattened)."""
+    flat = [one for e in errors for one in (e.errors if isinstance(e, ConfigErrors) else [e])]
+    if len(flat) == 1:
+        raise flat[0]
+    if flat:
+        raise ConfigErrors(flat)
+
+
 class DataError(UserError):
     """Training data is missing, malformed or incompatible with the model."""
