@@ -110,7 +110,7 @@ def _count_params(spec: ModelSpec, cfg: Config) -> Params:
                 c["adapter"] += cfg.rank * (in_f + out_f)
             elif cfg.mode == "bat":
                 c["adapter"] += in_f * cfg.rank
-            else:
+            else:  # bone; mini (r·mini_r) is counted as bone, an upper bound
                 c["adapter"] += cfg.rank * out_f
         if dense:
             c["dense"] += n

@@ -32,6 +32,7 @@ MISS_MODES = ("bone", "bat", "mini")
 MERGE_DTYPES = ("bf16", "fp16", "fp32")
 EXPORTS = ("rwkv-peft",)  # output.export: extra adapter formats written at the end of a run
 TRAIN_PARTS = ("emb", "head", "time", "ln")
+DEFAULT_TRAIN_PARTS = ("time", "ln")  # RWKV-PEFT's default: adapters also train time-mix vectors and norms
 STATE_GRAD_OPS = ("auto", "torch", "naive", "cuda")  # ops whose backward returns the initial-state gradient
 
 
@@ -59,7 +60,7 @@ class MethodSection:
     mode: str = _f("bone", choices=MISS_MODES, doc="DiSHA/MiSS variant")
     mini_r: int | None = _f(None, lo=1, doc="MiSS 'mini' mode inner size")
     svd_niter: int = _f(4, lo=0, hi=64, doc="PiSSA: power iterations of the randomized SVD")
-    train_parts: list = _f(["time", "ln"], doc="trained densely on top of an adapter: emb head time ln")
+    train_parts: list = _f(list(DEFAULT_TRAIN_PARTS), doc="trained densely on top of an adapter: emb head time ln")
     targets: list | None = _f(None, doc="Linear layers to adapt, e.g. [att.key, att.value, ffn.key]; default: all")
     layers: Any = _f(None, doc="layers to adapt: null (all), '12-23', or a list of indices")
 
