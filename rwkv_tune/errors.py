@@ -6,6 +6,9 @@ gets a traceback (always with `--debug`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """A mistake the user can fix: bad input, unsupported file, impossible config."""
@@ -53,6 +56,15 @@ def raise_all(errors: list[ConfigError]) -> None:
         raise flat[0]
     if flat:
         raise ConfigErrors(flat)
+
+
+@contextmanager
+def collecting(errors: list[ConfigError]) -> Iterator[None]:
+    """Add a ConfigError raised inside the block to `errors` instead of stopping at it."""
+    try:
+        yield
+    except ConfigError as exc:
+        errors.append(exc)
 
 
 class DataError(UserError):

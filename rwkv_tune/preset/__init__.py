@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from rwkv_tune.errors import ConfigError, raise_all
+from rwkv_tune.errors import ConfigError, collecting, raise_all
 from rwkv_tune.preset.schema import (
     CANONICAL_METHOD,
     CHOICE_KEYS,
@@ -47,7 +47,6 @@ from rwkv_tune.preset.validate import (
     check_against_spec,
     check_cross_fields,
     check_machine,
-    collecting,
     cross_field_errors,
     from_dict,
 )

@@ -32,13 +32,17 @@ MISS_MODES = ("bone", "bat", "mini")
 MERGE_DTYPES = ("bf16", "fp16", "fp32")
 EXPORTS = ("rwkv-peft",)  # output.export: extra adapter formats written at the end of a run
 TRAIN_PARTS = ("emb", "head", "time", "ln")
+ATT_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "att.gate")
+FFN_TARGETS = ("ffn.key", "ffn.value", "ffn.receptance")
+ALL_TARGETS = ATT_TARGETS + FFN_TARGETS
 DEFAULT_TRAIN_PARTS = ("time", "ln")  # RWKV-PEFT's default: adapters also train time-mix vectors and norms
 STATE_GRAD_OPS = ("auto", "torch", "naive", "cuda")  # ops whose backward returns the initial-state gradient
 
 
 def _f(default: Any = None, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
-       doc: str = "") -> Any:
-    meta = {"choices": choices, "lo": lo, "hi": hi, "doc": doc}
+       above: float | None = None, doc: str = "") -> Any:
+    """A schema field: default, allowed values, inclusive range [lo, hi] or exclusive lower bound `above`, help."""
+    meta = {"choices": choices, "lo": lo, "hi": hi, "above": above, "doc": doc}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -54,14 +58,15 @@ class ModelSection:
 class MethodSection:
     name: str = _f("lora", choices=METHODS, doc="lora | pissa | disha/bone/bat/miss | state | full")
     r: int = _f(64, lo=1, hi=4096, doc="adapter rank (MiSS/DiSHA: shard size)")
-    alpha: float = _f(32.0, lo=0, doc="LoRA scaling numerator (scale = alpha/r, or alpha/sqrt(r) with rslora)")
+    alpha: float = _f(32.0, above=0.0, doc="LoRA scaling numerator (scale = alpha/r, or alpha/sqrt(r) with rslora)")
     dropout: float = _f(0.0, lo=0.0, hi=0.9, doc="LoRA dropout on the adapter input")
     rslora: bool = _f(False, doc="rank-stabilised LoRA scaling alpha/sqrt(r)")
     mode: str = _f("bone", choices=MISS_MODES, doc="DiSHA/MiSS variant")
     mini_r: int | None = _f(None, lo=1, doc="MiSS 'mini' mode inner size")
     svd_niter: int = _f(4, lo=0, hi=64, doc="PiSSA: power iterations of the randomized SVD")
     train_parts: list = _f(list(DEFAULT_TRAIN_PARTS), doc="trained densely on top of an adapter: emb head time ln")
-    targets: list | None = _f(None, doc="Linear layers to adapt, e.g. [att.key, att.value, ffn.key]; default: all")
+    targets: list | None = _f(None, doc="Linear layers to adapt, e.g. [att.key, att.value, ffn.key] or [att, ffn]; "
+                              "default: all")
     layers: Any = _f(None, doc="layers to adapt: null (all), '12-23', or a list of indices")
 
 

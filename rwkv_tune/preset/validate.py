@@ -10,13 +10,12 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
 
-from rwkv_tune.errors import ConfigError, raise_all
-from rwkv_tune.preset.schema import QUANTS, SECTIONS, STATE_GRAD_OPS, TRAIN_PARTS, Preset
+from rwkv_tune.errors import ConfigError, collecting, raise_all
+from rwkv_tune.preset.method import method_errors
+from rwkv_tune.preset.schema import QUANTS, SECTIONS, STATE_GRAD_OPS, Preset
 
 
 def _suggest(name: str, valid: list[str]) -> str:
@@ -72,8 +71,10 @@ def _coerce(where: str, value: Any, f: Any) -> Any:
         hint = difflib.get_close_matches(str(value), [str(c) for c in choices if c is not None], n=1)
         raise ConfigError(f"{where} = {value!r} is not one of {shown}",
                           f"Did you mean '{hint[0]}'?" if hint else f"Use one of: {shown}.")
-    lo, hi = meta.get("lo"), meta.get("hi")
+    lo, hi, above = meta.get("lo"), meta.get("hi"), meta.get("above")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if above is not None and value <= above:
+            raise ConfigError(f"{where} = {value!r} must be above {above:g}", f"Use a value > {above:g}.")
         if lo is not None and value < lo:
             raise ConfigError(f"{where} = {value!r} is below the minimum {lo}", f"Use a value ≥ {lo}.")
         if hi is not None and value > hi:
@@ -81,16 +82,7 @@ def _coerce(where: str, value: Any, f: Any) -> Any:
     return value
 
 
-@contextmanager
-def collecting(errors: list[ConfigError]) -> Iterator[None]:
-    """Add a ConfigError raised inside the block to `errors` instead of stopping at it."""
-    try:
-        yield
-    except ConfigError as exc:
-        errors.append(exc)
-
-
-def _section(name: str, cls: type, raw: Any, errors: list[ConfigError]) -> Any:
+def check_section(name: str, cls: type, raw: Any, errors: list[ConfigError]) -> Any:
     """The section built from its valid keys; each unknown key or bad value is added to `errors`."""
     if raw is None:
         return cls()
@@ -109,7 +101,7 @@ def _section(name: str, cls: type, raw: Any, errors: list[ConfigError]) -> Any:
     return cls(**kwargs)
 
 
-def _quant(raw: Any, errors: list[ConfigError]) -> str:
+def check_quant(raw: Any, errors: list[ConfigError]) -> str:
     quant = "none" if raw in (None, False) else raw
     if quant in QUANTS:
         return quant
@@ -138,9 +130,9 @@ def from_dict(raw: dict[str, Any], *, source: str | None = None) -> Preset:
     method_raw = raw.get("method")
     if isinstance(method_raw, str):
         method_raw = {"name": method_raw}
-    sections = {name: _section(name, cls, {"model": model_raw, "method": method_raw}.get(name, raw.get(name)), errors)
+    sections = {name: check_section(name, cls, {"model": model_raw, "method": method_raw}.get(name, raw.get(name)), errors)
                 for name, cls in SECTIONS.items()}
-    preset = Preset(**sections, quant=_quant(raw.get("quant", "none"), errors), source=source,
+    preset = Preset(**sections, quant=check_quant(raw.get("quant", "none"), errors), source=source,
                     provenance=raw.get("provenance"))
     # A refused value was replaced by its default: skip cross-field mistakes that name a refused key.
     refused = {k for e in errors for k in _KEY.findall(e.message)}
@@ -163,10 +155,6 @@ def cross_field_errors(p: Preset) -> list[ConfigError]:
     if p.method_name == "state" and t.op not in STATE_GRAD_OPS:
         errors.append(ConfigError(f"method state needs an op that returns the initial-state gradient; train.op = {t.op} does "
                                   "not", f"Use train.op: {' or '.join(STATE_GRAD_OPS[:3])}."))
-    if p.quant != "none":
-        if p.method_name == "full":
-            errors.append(ConfigError(f"quant = {p.quant} freezes the base weights, but method full trains them",
-                                      "Use quant: none with method full, or an adapter method (lora, pissa, miss)."))
     if (t.devices > 1 or t.nodes > 1) and not t.strategy.startswith("deepspeed"):
         errors.append(ConfigError(f"train.devices = {t.devices}, train.nodes = {t.nodes} needs a DeepSpeed strategy, not "
                                   f"'{t.strategy}'", "Set train.strategy: deepspeed_stage_1 (or _2, _3)."))
@@ -186,9 +174,7 @@ def cross_field_errors(p: Preset) -> list[ConfigError]:
     if t.lr_schedule != "constant" and t.lr_final > t.lr_init:
         errors.append(ConfigError(f"train.lr_final = {t.lr_final} is above train.lr_init = {t.lr_init} for {t.lr_schedule}",
                                   "Decaying schedules go from lr_init down to lr_final; swap them or use constant."))
-    bad = [part for part in p.method.train_parts if part not in TRAIN_PARTS]
-    if bad:
-        errors.append(ConfigError(f"method.train_parts has {bad[0]!r}", f"Use any of: {', '.join(TRAIN_PARTS)} (or [])."))
+    errors += method_errors(p.method, p.quant)
     return errors
 
 
