@@ -197,7 +197,7 @@ def _layer_fixed_bytes(cfg: Config, p: Params) -> float:
 def _frozen_linear_bytes(cfg: Config, p: Params) -> float:
     if cfg.quant == "int8":
         return p.frozen_linear * cal.INT8_BYTES + p.frozen_linear_rows * cal.INT8_ROW_SCALE_BYTES
-    if cfg.quant == "nf4":
+    if cfg.quant in ("nf4", "fp4"):  # both are bitsandbytes 4-bit blocks of 64 with one absmax each
         return p.frozen_linear * cal.NF4_BYTES + p.frozen_linear_blocks * cal.NF4_ABSMAX_BYTES
     return p.frozen_linear * act_bytes(cfg)
 

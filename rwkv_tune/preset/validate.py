@@ -114,8 +114,11 @@ def check_quant(raw: Any, errors: list[ConfigError]) -> str:
 _KEY = re.compile(r"\b(?:model|method|data|train|output)\.\w+|\bquant\b")
 
 
-def from_dict(raw: dict[str, Any], *, source: str | None = None) -> Preset:
-    """Build and validate a Preset from a parsed YAML mapping; every mistake is reported, at once."""
+def from_dict(raw: dict[str, Any], *, source: str | None = None, need_paths: bool = True) -> Preset:
+    """Build and validate a Preset from a parsed YAML mapping; every mistake is reported, at once.
+
+    `need_paths=False` accepts a preset without model.path/data.path (what `estimate` reads).
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"preset {source or ''} is not a YAML mapping".replace("  ", " "),
                           "Start from `rwkv-tune presets copy NAME preset.yaml` or `rwkv-tune init`.")
@@ -136,18 +139,18 @@ def from_dict(raw: dict[str, Any], *, source: str | None = None) -> Preset:
                     provenance=raw.get("provenance"))
     # A refused value was replaced by its default: skip cross-field mistakes that name a refused key.
     refused = {k for e in errors for k in _KEY.findall(e.message)}
-    errors += [e for e in cross_field_errors(preset) if not refused & set(_KEY.findall(e.message))]
+    errors += [e for e in cross_field_errors(preset, need_paths=need_paths) if not refused & set(_KEY.findall(e.message))]
     raise_all(errors)
     return preset
 
 
-def cross_field_errors(p: Preset) -> list[ConfigError]:
+def cross_field_errors(p: Preset, *, need_paths: bool = True) -> list[ConfigError]:
     """Mistakes that involve more than one key (the model file is checked later by `check_against_spec`)."""
     errors: list[ConfigError] = []
     t = p.train
-    if not p.model.path:
+    if need_paths and not p.model.path:
         errors.append(ConfigError("model.path is empty", "Set it to your base model .pth (rwkv-tune inspect shows what it is)."))
-    if not p.data.path and p.data.type != "dummy":
+    if need_paths and not p.data.path and p.data.type != "dummy":
         errors.append(ConfigError("data.path is empty", "Set it to a binidx prefix or a .jsonl/.txt file (see rwkv-tune data)."))
     if t.op == "cuda" and t.precision != "bf16":
         errors.append(ConfigError(f"train.op = cuda needs train.precision = bf16, not {t.precision}",
