@@ -56,7 +56,7 @@ class ModelSection:
 
 @dataclass
 class MethodSection:
-    name: str = _f("lora", choices=METHODS, doc="lora | pissa | disha/bone/bat/miss | state | full")
+    name: str = _f("lora", choices=METHODS, doc="the fine-tuning method (disha, bone and bat are names of miss)")
     r: int = _f(64, lo=1, hi=4096, doc="adapter rank (MiSS/DiSHA: shard size)")
     alpha: float = _f(32.0, above=0.0, doc="LoRA scaling numerator (scale = alpha/r, or alpha/sqrt(r) with rslora)")
     dropout: float = _f(0.0, lo=0.0, hi=0.9, doc="LoRA dropout on the adapter input")

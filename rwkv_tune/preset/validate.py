@@ -23,10 +23,6 @@ def _suggest(name: str, valid: list[str]) -> str:
     return f"Did you mean '{close[0]}'?" if close else f"Valid keys: {', '.join(valid)}."
 
 
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "").replace(" | None", "")
-
-
 def _coerce(where: str, value: Any, f: Any) -> Any:
     """Check one value against its field's type, choices and range; return it (ints widen to floats)."""
     tp = str(f.type)
@@ -133,13 +129,14 @@ def from_dict(raw: dict[str, Any], *, source: str | None = None, need_paths: boo
     method_raw = raw.get("method")
     if isinstance(method_raw, str):
         method_raw = {"name": method_raw}
-    sections = {name: check_section(name, cls, {"model": model_raw, "method": method_raw}.get(name, raw.get(name)), errors)
-                for name, cls in SECTIONS.items()}
+    given = {**raw, "model": model_raw, "method": method_raw}
+    sections = {name: check_section(name, cls, given.get(name), errors) for name, cls in SECTIONS.items()}
     preset = Preset(**sections, quant=check_quant(raw.get("quant", "none"), errors), source=source,
                     provenance=raw.get("provenance"))
     # A refused value was replaced by its default: skip cross-field mistakes that name a refused key.
     refused = {k for e in errors for k in _KEY.findall(e.message)}
-    errors += [e for e in cross_field_errors(preset, need_paths=need_paths) if not refused & set(_KEY.findall(e.message))]
+    errors += [e for e in cross_field_errors(preset, need_paths=need_paths)
+               if not refused & set(_KEY.findall(e.message))]
     raise_all(errors)
     return preset
 

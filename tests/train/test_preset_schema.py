@@ -145,3 +145,9 @@ def test_a_method_section_the_preset_accepts_is_one_peft_accepts():
         except ConfigError:
             peft_ok = False
         assert preset_ok == peft_ok == ok, method
+
+
+@pytest.mark.parametrize("command", ["estimate", "init", "merge"])
+def test_cli_help_lists_the_schema_quantisations(command):
+    code, out = cli(command, "--help")
+    assert code == 0 and all(q in out for q in choices("quant")), out
