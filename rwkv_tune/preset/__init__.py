@@ -2,15 +2,14 @@
 
 Torch-free (the wizard, the estimator and `train --dry-run` use it). Keys keep RWKV-PEFT's names where
 they exist. `schema` holds every key, default, choice list and help line; `validate` checks a preset and
-reports all of its mistakes at once; this module reads, overrides and writes presets.
+reports all of its mistakes at once; this module reads, overrides and writes presets (yaml is imported
+when used: the CLI imports the schema at start-up).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from rwkv_tune.errors import ConfigError, collecting, raise_all
 from rwkv_tune.preset.schema import (
@@ -63,6 +62,8 @@ __all__ = [
 def _parse_one(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r} has no '='", "Write --set section.key=value, e.g. --set train.lr_init=1e-4.")
+    import yaml
+
     key, _, text = item.partition("=")
     path = key.strip().split(".")
     if len(path) > 2:
@@ -114,6 +115,8 @@ def apply_overrides(raw: dict[str, Any], assignments: list[str]) -> dict[str, An
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Preset:
     """Read a preset YAML (safe loader), apply --set overrides and validate it (all mistakes at once)."""
+    import yaml
+
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"preset {path} does not exist", "Create one with `rwkv-tune init` or `rwkv-tune presets copy`.")
@@ -134,4 +137,6 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Preset:
 
 def dump(preset: Preset) -> str:
     """The preset as YAML with every value resolved (what a run directory keeps)."""
+    import yaml
+
     return yaml.safe_dump(preset.to_dict(), sort_keys=False, allow_unicode=True)
