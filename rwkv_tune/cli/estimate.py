@@ -9,6 +9,7 @@ import typer
 
 from rwkv_tune.cli._common import console, print_json, user_errors
 from rwkv_tune.errors import ConfigError
+from rwkv_tune.preset.schema import key_help
 
 if TYPE_CHECKING:  # pragma: no cover
     from rwkv_tune.estimate import Estimate
@@ -18,16 +19,16 @@ def estimate(
     model: Path | None = typer.Option(None, "--model", "-m", help="The base model file (.pth/.safetensors)."),
     size: str | None = typer.Option(None, "--size", help="A released model without its file: 0.1B 0.4B 1.5B 2.9B 7B 14B (v7)."),
     version: int | None = typer.Option(None, "--version", help="RWKV version for --size: 5, 6 or 7 (default 7)."),
-    method: str | None = typer.Option(None, "--method", help="lora | pissa | disha | bone | bat | miss | state | full."),
+    method: str | None = typer.Option(None, "--method", help=key_help("method.name")),
     rank: int | None = typer.Option(None, "--rank", "-r", help="Adapter rank (default 64)."),
-    quant: str | None = typer.Option(None, "--quant", help="none | int8 | nf4 (frozen weights)."),
+    quant: str | None = typer.Option(None, "--quant", help=key_help("quant")),
     ctx_len: int | None = typer.Option(None, "--ctx-len", help="Training sequence length (default 1024)."),
     micro_bsz: int | None = typer.Option(None, "--micro-bsz", help="Sequences per GPU per step (default 1)."),
     grad_cp: bool | None = typer.Option(None, "--grad-cp/--no-grad-cp", help="Activation checkpointing (default on)."),
-    precision: str | None = typer.Option(None, "--precision", help="bf16 | fp16 | fp32 | tf32."),
-    strategy: str | None = typer.Option(None, "--strategy", help="single | deepspeed_stage_1|2|3[_offload]."),
+    precision: str | None = typer.Option(None, "--precision", help=key_help("train.precision")),
+    strategy: str | None = typer.Option(None, "--strategy", help=key_help("train.strategy")),
     devices: int | None = typer.Option(None, "--devices", help="GPUs (needs a deepspeed strategy when > 1)."),
-    train_type: str | None = typer.Option(None, "--train-type", help="normal | infctx."),
+    train_type: str | None = typer.Option(None, "--train-type", help=key_help("train.train_type")),
     chunk_ctx: int | None = typer.Option(None, "--chunk-ctx", help="infctx chunk length."),
     gpu: str | None = typer.Option(None, "--gpu", help="Target card: '4090', 'A100 80GB', 'h100' or a size like 24GB."),
     tokens: int | None = typer.Option(None, "--tokens", help="Training tokens of the run (for the time)."),
@@ -37,10 +38,10 @@ def estimate(
 ) -> None:
     """Estimate peak VRAM per GPU, which GPUs fit, the largest micro_bsz/ctx_len, and the run time."""
     from rwkv_tune.estimate import estimate as run_estimate
-    from rwkv_tune.estimate.preset_options import read_preset_options
+    from rwkv_tune.estimate.from_preset import options_from_preset
 
     with user_errors():
-        opts = read_preset_options(preset) if preset else {}
+        opts = options_from_preset(preset) if preset else {}
         if model is not None and size is not None:
             raise ConfigError("--model and --size both given", "Pass one: the file, or a released size.")
         if size is not None:

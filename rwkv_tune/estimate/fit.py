@@ -12,6 +12,7 @@ from rwkv_tune.estimate.gpus import GPU, GPUS
 from rwkv_tune.estimate.vram import Params, count_params, vram
 from rwkv_tune.spec import ModelSpec
 
+QUANT_BITS = {"none": 16, "int8": 8, "nf4": 4, "fp4": 4}  # frozen weight bits: a fix only suggests fewer
 MAX_MICRO_BSZ = 4096
 MAX_CTX_LEN = 1 << 20
 CTX_STEP = 16  # v7's kernel needs multiples of 16; the others are happy with them too
@@ -85,7 +86,7 @@ def _candidates(spec: ModelSpec, cfg: Config) -> list[tuple[str, str, str, Confi
         out.append(("grad_cp", "off→on", "--grad-cp", replace(cfg, grad_cp=True), False))
     if cfg.method != "full":
         for q in ("int8", "nf4"):
-            if ("none", "int8", "nf4").index(q) > ("none", "int8", "nf4").index(cfg.quant):
+            if QUANT_BITS[q] < QUANT_BITS[cfg.quant]:
                 out.append(("quant", f"{cfg.quant}→{q}", f"--quant {q}", replace(cfg, quant=q), False))
     if cfg.micro_bsz > 1:
         b = cfg.micro_bsz // 2

@@ -14,11 +14,11 @@ import torch
 from rwkv_tune.errors import ConfigError
 from rwkv_tune.model.common import RWKV, State
 from rwkv_tune.model.wkv import WKV7_OPS
+from rwkv_tune.preset.schema import OPS
 from rwkv_tune.spec import ModelSpec, detect, strip_wrapper_prefix
 
 __all__ = ["RWKV", "State", "build_model", "load_model", "resolve_op"]
 
-OPS = ("auto", "torch", "naive", "cuda", "fla")
 
 
 def _version_module(version: int):
