@@ -135,8 +135,9 @@ def inspect(
 ) -> None:
     """Show data stats and the first samples, with the tokens that carry loss in green."""
     with user_errors():
+        from rwkv_tune.data.binidx import read_meta
         from rwkv_tune.data.loader import default_markers, open_documents
-        from rwkv_tune.data.prepare import SUGGESTED_MASK, read_meta
+        from rwkv_tune.data.prepare import SUGGESTED_MASK
         from rwkv_tune.data.preview import preview, render
         from rwkv_tune.data.sampling import Batches
         from rwkv_tune.data.stats import data_stats

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from rwkv_tune.data.binidx import Documents, read_binidx
+from rwkv_tune.data.binidx import Documents, read_binidx, read_meta
 from rwkv_tune.data.detect import (
     DATA_TYPES,
     HF_FILE_SUFFIXES,
@@ -151,8 +151,6 @@ def open_documents(source: Source, *, options: SourceOptions | None = None, eod:
 def default_markers(source: Source, options: SourceOptions | None = None) -> LossMarkers:
     """Loss-mask markers: from the data's metadata if `prepare` wrote it, else from the chat template."""
     if isinstance(source, str | Path) and is_binidx(source):
-        from rwkv_tune.data.prepare import read_meta
-
         meta = read_meta(source)
         if meta and "loss_markers" in meta:
             m = meta["loss_markers"]
