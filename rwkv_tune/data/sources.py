@@ -194,12 +194,13 @@ class RecordReader:
                 continue
             origin = f"{name}:{no}"
             try:
-                rec = _loads(raw.decode("utf-8"))
+                text = raw.decode("utf-8")
+                rec = _loads(text)
             except UnicodeDecodeError as e:
                 self._bad(origin, f"invalid UTF-8 (byte 0x{raw[e.start]:02x})")
                 continue
             except json.JSONDecodeError as e:
-                self._bad(origin, f"invalid JSON ({e.msg} at column {e.colno})")
+                self._bad(origin, f"invalid JSON ({e.msg} at column {_column(text, e)})")
                 continue
             if not isinstance(rec, dict):
                 self._bad(origin, f"expected a JSON object, got {type(rec).__name__}")
@@ -451,6 +452,12 @@ def _loads(text: str) -> Any:
     if end != len(text) and text[end:].strip(_JSON_SPACE):
         return json.loads(text)
     return value
+
+
+def _column(line: str, e: json.JSONDecodeError) -> int:
+    """The column of a JSON error in one line: json counts the line's own newline as the start of a
+    next line, and reports an error at the end of the line (a missing brace) as column 1 of that one."""
+    return min(e.pos, len(line.rstrip("\r\n"))) + 1
 
 
 def _line_of(raw: bytes, pos: int, encoding: str = "utf-8") -> int:
