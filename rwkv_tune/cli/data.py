@@ -19,7 +19,7 @@ SPLIT_HELP = "Hugging Face datasets split, e.g. train[:1000] (hub ids, save_to_d
 
 def _source_options(fmt: str, fields: str | None, roles: str | None, template: str | None, text_docs: str,
                     skip_invalid: bool) -> Any:
-    from rwkv_tune.data.sources import ChatTemplate, SourceOptions
+    from rwkv_tune.data.records import ChatTemplate, SourceOptions
     from rwkv_tune.errors import ConfigError
 
     tpl: dict[str, Any] = {}

@@ -23,8 +23,9 @@ from rwkv_tune.data.detect import (
     is_dummy,
 )
 from rwkv_tune.data.masks import LossMarkers
+from rwkv_tune.data.readers import DocumentReader, RecordReader
+from rwkv_tune.data.records import FORMATS, SourceOptions
 from rwkv_tune.data.sampling import Batches
-from rwkv_tune.data.sources import FORMATS, DocumentReader, RecordReader, SourceOptions
 from rwkv_tune.errors import DataError
 
 Source = str | Path | Sequence[str | Path] | Documents

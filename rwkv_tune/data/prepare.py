@@ -34,9 +34,11 @@ import numpy as np
 from rwkv_tune.data.binidx import BinIdxWriter, Documents, binidx_paths, meta_path, read_binidx, write_meta
 from rwkv_tune.data.detect import TOKEN_TYPES
 from rwkv_tune.data.loader import document_reader, resolve_type, source_options, token_documents
-from rwkv_tune.data.sources import LineChunk, RecordReader, SourceOptions, TextBatch
+from rwkv_tune.data.readers import RecordReader
+from rwkv_tune.data.records import SourceOptions
 from rwkv_tune.data.stats import data_stats
 from rwkv_tune.data.tokenizer import VOCAB_NAME, get_tokenizer
+from rwkv_tune.data.work_units import LineChunk, Unit
 from rwkv_tune.errors import DataError
 
 BATCH_CHARS = 1 << 20
@@ -68,7 +70,6 @@ class PrepareResult:
                 "invalid_skipped": len(self.skipped), "skipped": self.skipped[:20], **self.stats}
 
 
-Unit = TextBatch | LineChunk
 Encoded = tuple[bytes, list[int], list[str], int]
 
 

@@ -153,7 +153,8 @@ prepare = apply
 
 
 def apply_method(model: nn.Module, cfg: PeftConfig, *, modules: tuple[str, ...] | None = None,
-           init: dict[str, torch.Tensor] | None = None) -> list[nn.Parameter]:
+                 init: dict[str, torch.Tensor] | None = None) -> list[nn.Parameter]:
+    """`apply`, with the Linear modules to wrap and their saved init tensors given (loading an adapter)."""
     if getattr(model, "peft_info", None) is not None:
         raise ConfigError(f"this model already has method {model.peft_info.config.name} applied",
                           "Load a fresh base model before applying another method.")

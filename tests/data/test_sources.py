@@ -7,7 +7,8 @@ import json
 import pytest
 
 from rwkv_tune.data.prepare import prepare
-from rwkv_tune.data.sources import ChatTemplate, DocumentReader, SourceOptions
+from rwkv_tune.data.readers import DocumentReader
+from rwkv_tune.data.records import ChatTemplate, SourceOptions
 from rwkv_tune.errors import DataError
 
 

@@ -23,7 +23,8 @@ from rwkv_tune.data.binidx import read_meta
 from rwkv_tune.data.detect import detect_data_type
 from rwkv_tune.data.loader import resolve_type
 from rwkv_tune.data.prepare import prepare
-from rwkv_tune.data.sources import DocumentReader, SourceOptions
+from rwkv_tune.data.readers import DocumentReader
+from rwkv_tune.data.records import SourceOptions
 from rwkv_tune.data.tokenizer import get_tokenizer
 from rwkv_tune.errors import DataError
 
