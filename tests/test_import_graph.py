@@ -108,7 +108,7 @@ def describe(cycles: list[list[str]]) -> str:
 def test_the_package_has_no_import_cycles():
     graph = import_graph(PACKAGE_DIR)
     assert len(graph) > 50 and "rwkv_tune.peft.adapter" in graph  # the walk found the package
-    assert "rwkv_tune.peft.base" in graph["rwkv_tune.peft.adapter"]  # a function-level import is an edge
+    assert "rwkv_tune.model.v7" in graph["rwkv_tune.model"]  # `from rwkv_tune.model import v7` inside a function
     cycles = find_cycles(graph)
     assert not cycles, "import cycles:\n" + describe(cycles)
 

@@ -63,14 +63,14 @@ class LineChunk:
             with open(self.name, "rb") as f:
                 f.seek(self.start)
                 data = f.read(self.end - self.start)
-        reader = RecordParser(self.options)
+        parser = RecordParser(self.options)
         render = make_renderer(self.fmt, self.fields, self.options.template)
         texts = []
-        for origin, rec in reader.json_lines(self.name, io.BytesIO(data), self.first_line):
-            text = reader.record_text(render, origin, rec, utf8)
+        for origin, rec in parser.json_lines(self.name, io.BytesIO(data), self.first_line):
+            text = parser.record_text(render, origin, rec, utf8)
             if text is not None:
                 texts.append(text)
-        return texts, reader.skipped, reader.empty
+        return texts, parser.skipped, parser.empty
 
 
 Unit = TextBatch | LineChunk
