@@ -190,7 +190,7 @@ def _get_str(rec: dict[str, Any], key: str, optional: bool = False) -> str:
 
 
 def renderer(fmt: str, first: dict[str, Any], options: SourceOptions,
-              origin: str) -> tuple[str, Callable[[dict[str, Any]], str]]:
+             origin: str) -> tuple[str, Callable[[dict[str, Any]], str]]:
     """Pick the format and fields from the options or the first record; return (format, record → text)."""
     fmt, fields = resolve_format(fmt, first, options, origin)
     return fmt, make_renderer(fmt, fields, options.template)
