@@ -39,7 +39,7 @@ def peft_alpha(alpha: float, r: int, rslora: bool) -> float:
 
 def export_rwkv_peft(adapter_path: Path, out_dir: Path, epoch: int) -> Path:
     """Write out_dir/rwkv-{epoch}.pth (and init_pissa.pth, alpha note) from one of our adapter files."""
-    from rwkv_tune.peft.adapter import read_adapter
+    from rwkv_tune.peft.adapter_file import read_adapter
 
     adapter = read_adapter(adapter_path)
     cfg = adapter.config
