@@ -1,0 +1,83 @@
+"""A small training driver for objectives: AdamW over the trainable parameters, save and exact resume.
+
+It is what the tests and examples run until the Trainer takes `objective.type`; the Trainer's own
+loop will call the same three things (`batches`, `loss`, `state_dict`). A checkpoint folder holds:
+    adapter.safetensors   the PEFT method's trainable weights
+    objective.pt          optimizer state, step, and the objective's cursor and sampler RNG
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rwkv_tune.errors import UserError
+from rwkv_tune.objectives.base import Objective
+
+
+class ObjectiveDriver:
+    """Runs an objective's steps on a PEFT-applied model; `save`/`resume` round-trip exactly."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective, *, lr: float = 1e-3, grad_clip: float = 1.0,
+                 weight_decay: float = 0.0):
+        self.model, self.objective = model, objective
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        if not self.trainable:
+            raise UserError("the model has no trainable parameters", "Apply a PEFT method before training.")
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, weight_decay=weight_decay)
+        self.grad_clip = grad_clip
+        self.step = 0
+        self._batches = None
+
+    def train_step(self) -> dict[str, float]:
+        """One batch → loss → backward → clip → AdamW step; returns the step's fields (loss included)."""
+        if self._batches is None:
+            self._batches = self.objective.batches(self.model)
+        self.model.train()
+        batch = next(self._batches)
+        loss, fields = self.objective.loss(self.model, batch)
+        if not math.isfinite(float(loss.detach())):
+            raise UserError(f"step {self.step + 1}: the {self.objective.name} loss is {float(loss)}",
+                            "Lower the learning rate or objective.beta.")
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip or float("inf")))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"step": self.step, "loss": float(loss.detach()), "grad_norm": grad_norm, **fields}
+
+    def run(self, steps: int, on_step: Callable[[dict[str, float]], Any] | None = None) -> list[dict[str, float]]:
+        """`steps` more steps; `on_step(fields)` after each (return True from it to stop early)."""
+        history = []
+        for _ in range(steps):
+            fields = self.train_step()
+            history.append(fields)
+            if on_step is not None and on_step(fields):
+                break
+        return history
+
+    def save(self, folder: str | Path) -> Path:
+        from rwkv_tune import peft
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        peft.save_adapter(self.model, folder / "adapter.safetensors")
+        torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step,
+                    "objective": self.objective.state_dict()}, folder / "objective.pt")
+        return folder
+
+    def resume(self, folder: str | Path) -> None:
+        """Load a `save` folder into this driver (its model has the same method applied, objective built)."""
+        from rwkv_tune import peft
+
+        folder = Path(folder)
+        peft.load_adapter(self.model, folder / "adapter.safetensors")
+        state = torch.load(folder / "objective.pt", map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.objective.load_state_dict(state["objective"])
+        self.step = int(state["step"])
+        self._batches = None
