@@ -81,3 +81,50 @@ class ObjectiveDriver:
         self.objective.load_state_dict(state["objective"])
         self.step = int(state["step"])
         self._batches = None
+
+
+def run_objective(model_path: str | Path, data_path: str | Path, out_dir: str | Path, *,
+                  objective: dict[str, Any] | str, method: dict[str, Any] | str = "lora", steps: int = 100,
+                  lr: float = 1e-4, batch_size: int = 4, seed: int = 0, save_every: int = 0,
+                  resume: str | Path | None = None) -> ObjectiveDriver:
+    """Train `steps` steps of DPO/ORPO/GRPO from files into a run directory (fp32, the model's device).
+
+    Writes metrics.jsonl (`step` events carrying the objective's fields), rollouts.jsonl (GRPO),
+    checkpoints/step-N/ (adapter + objective.pt) every `save_every` steps and at the end, and
+    adapter.safetensors. Rewards' 'module:function' are imported from the data file's folder first.
+    """
+    import time
+
+    from rwkv_tune import peft
+    from rwkv_tune.model import load_model
+    from rwkv_tune.objectives.config import ObjectiveConfig
+    from rwkv_tune.objectives.factory import build_objective
+    from rwkv_tune.runs import EventWriter, RunDir
+
+    cfg = ObjectiveConfig.from_dict(objective)
+    run = RunDir(Path(out_dir))
+    torch.manual_seed(seed)
+    model = load_model(model_path, dtype=torch.float32)
+    peft.apply(model, method if isinstance(method, dict) else {"name": method})
+    built = build_objective(cfg, model, data_path, batch_size=batch_size, seed=seed, run_dir=run.root,
+                            search_path=Path(data_path).resolve().parent)
+    driver = ObjectiveDriver(model, built, lr=lr)
+    if resume is not None:
+        driver.resume(resume)
+    started = time.time()
+    with EventWriter(run.metrics) as events:
+        def save() -> None:
+            path = driver.save(run.checkpoint(driver.step))
+            peft.save_adapter(model, run.adapter)
+            events.emit("checkpoint", step=driver.step, epoch=0, path=str(path))
+
+        def on_step(fields: dict[str, float]) -> None:
+            events.emit("step", objective=cfg.type, epoch=0, elapsed_s=time.time() - started, **fields)
+            if save_every and driver.step % save_every == 0:
+                save()
+
+        driver.run(steps, on_step=on_step)
+        if not (run.checkpoint(driver.step) / "objective.pt").exists():
+            save()
+        events.emit("done", step=driver.step, reason="finished", adapter=str(run.adapter), merged=None)
+    return driver

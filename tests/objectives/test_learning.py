@@ -66,3 +66,26 @@ def test_grpo_raises_a_toy_reward(fresh_model, tmp_path, monkeypatch):
     assert start < 0.2
     assert sum(f["reward_mean"] for f in history[-10:]) / 10 >= 0.8, [round(f["reward_mean"], 2) for f in history]
     assert len((tmp_path / "rollouts.jsonl").read_text().splitlines()) == len(history)
+
+
+def test_run_objective_trains_from_files_into_a_run_directory(tmp_path):
+    import json
+
+    from rwkv_tune.objectives.driver import run_objective
+    from rwkv_tune.runs import read_events
+    from rwkv_tune.testing import make_model
+
+    model = make_model(tmp_path / "tiny.pth", n_layer=1, n_embd=64, head_size=32, vocab_size=400)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}:", "chosen": "x", "rejected": "y"}) + "\n"
+                            for i in range(6)))
+    out = tmp_path / "run"
+    run_objective(model, data, out, objective={"type": "dpo", "beta": 0.2},
+                  method={"name": "lora", "r": 4, "alpha": 8}, steps=3, lr=1e-2, batch_size=2)
+    steps = [e for e in read_events(out / "metrics.jsonl") if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3]
+    assert {"loss", "reward_margin", "pref_accuracy", "objective"} <= set(steps[0])
+    assert (out / "adapter.safetensors").exists() and (out / "checkpoints" / "step-00000003" / "objective.pt").exists()
+    driver = run_objective(model, data, out, objective="dpo", method={"name": "lora", "r": 4, "alpha": 8}, steps=2,
+                           lr=1e-2, batch_size=2, resume=out / "checkpoints" / "step-00000003")
+    assert driver.step == 5

@@ -64,3 +64,20 @@ def test_the_reference_is_the_base_model_after_training(fresh_model, method):
         assert reference.copies_numel == total
     else:  # adapters keep no copy of the base; only small dense parts (ln, time, the state) are saved
         assert reference.copies_numel < 0.05 * total
+
+
+def test_chunked_scoring_gives_the_same_values_and_gradients(fresh_model):
+    from rwkv_tune.objectives.logprobs import token_logprobs
+
+    model = fresh_model({"name": "lora", "r": 4, "alpha": 8})
+    batch = pair_batch(marker_pairs(3, seed=5))
+    results = []
+    for chunk in (1024, 2):
+        model.zero_grad()
+        logp = token_logprobs(model, batch["tokens"], batch["response"], chunk=chunk)
+        (logp.sum() * 0.5).backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        results.append((logp.detach(), grads))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(results[0][1], results[1][1], strict=True))
+    assert float(results[0][1][-1].abs().sum()) > 0
