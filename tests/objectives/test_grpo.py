@@ -164,3 +164,33 @@ def test_a_reward_function_that_raises_names_itself_and_the_record(fresh_model, 
     text = str(err.value)
     assert "'toy_rewards:fails_on_third' raised KeyError" in text
     assert "prompt record 2" in text and "'id': 2" in text
+
+
+@pytest.mark.parametrize("version", [5, 6])
+def test_rollouts_and_the_reference_work_for_v5_and_v6(version):
+    from rwkv_tune import peft
+    from rwkv_tune.model import load_model
+    from rwkv_tune.objectives.pairs import pad_rows
+    from rwkv_tune.objectives.reference import ReferencePolicy, reference_logprobs
+    from rwkv_tune.testing import make_state_dict
+
+    sd = make_state_dict(version, 1, 64, 200, 32, seed=2)
+    base = load_model({k: v.clone() for k, v in sd.items()})
+    model = load_model({k: v.clone() for k, v in sd.items()})
+    peft.apply(model, {"name": "state"})
+    reference = ReferencePolicy(model)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.att.time_state.normal_(0, 0.5)
+    prompt = (30, 31, 32)
+    group = sample_group(model, prompt, 2, max_new_tokens=4, temperature=1.0, top_p=1e-9,
+                         generator=torch.Generator().manual_seed(0))
+    greedy = list(generate_tokens(model, list(prompt), Sampling(max_tokens=4, temperature=0, stop_at_eod=False)))
+    assert group.completions[0] == group.completions[1] == greedy[:len(group.completions[0])]
+    tokens, response = pad_rows([(prompt, tuple(greedy))])
+    from rwkv_tune.objectives.logprobs import sequence_logprobs
+
+    with torch.no_grad():
+        want = sequence_logprobs(base, tokens, response)[0]
+        assert (sequence_logprobs(model, tokens, response)[0] - want).abs().max() > 1e-3
+    assert torch.allclose(reference_logprobs(reference, tokens, response), want, atol=1e-5)
