@@ -4,6 +4,7 @@ It is what the tests and examples run until the Trainer takes `objective.type`; 
 loop will call the same three things (`batches`, `loss`, `state_dict`). A checkpoint folder holds:
     adapter.safetensors   the PEFT method's trainable weights
     objective.pt          optimizer state, step, and the objective's cursor and sampler RNG
+    complete              written last; the folder is renamed into place, so it is whole or absent
 """
 
 from __future__ import annotations
@@ -61,13 +62,22 @@ class ObjectiveDriver:
         return history
 
     def save(self, folder: str | Path) -> Path:
+        """Write the checkpoint folder whole or not at all (temp folder, `complete` marker, rename)."""
+        import os
+        import shutil
+
         from rwkv_tune import peft
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        peft.save_adapter(self.model, folder / "adapter.safetensors")
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        peft.save_adapter(self.model, tmp / "adapter.safetensors")
         torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step,
-                    "objective": self.objective.state_dict()}, folder / "objective.pt")
+                    "objective": self.objective.state_dict()}, tmp / "objective.pt")
+        (tmp / "complete").write_text(str(self.step))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
         return folder
 
     def resume(self, folder: str | Path) -> None:
@@ -75,6 +85,9 @@ class ObjectiveDriver:
         from rwkv_tune import peft
 
         folder = Path(folder)
+        if not (folder / "complete").exists():
+            raise UserError(f"checkpoint {folder} is incomplete or missing (no 'complete' marker)",
+                            "Resume from a complete checkpoint folder.")
         peft.load_adapter(self.model, folder / "adapter.safetensors")
         state = torch.load(folder / "objective.pt", map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])

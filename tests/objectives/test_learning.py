@@ -3,9 +3,11 @@
 import sys
 import types
 
+import pytest
 import torch
 from objective_data import marker_pairs, random_prompts
 
+from rwkv_tune.errors import UserError
 from rwkv_tune.objectives.config import ObjectiveConfig
 from rwkv_tune.objectives.driver import ObjectiveDriver
 from rwkv_tune.objectives.factory import build_objective
@@ -89,3 +91,5 @@ def test_run_objective_trains_from_files_into_a_run_directory(tmp_path):
     driver = run_objective(model, data, out, objective="dpo", method={"name": "lora", "r": 4, "alpha": 8}, steps=2,
                            lr=1e-2, batch_size=2, resume=out / "checkpoints" / "step-00000003")
     assert driver.step == 5
+    with pytest.raises(UserError, match="no 'complete' marker"):
+        run_objective(model, data, out, objective="dpo", steps=1, resume=out / "checkpoints" / "step-00000009")
