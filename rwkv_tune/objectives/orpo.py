@@ -55,6 +55,20 @@ class ORPO:
         n = mean_logp.shape[0] // 2
         return orpo_loss(mean_logp[:n], mean_logp[n:], self.beta)
 
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, pairs: list[Pair], batch_size: int = 8) -> dict[str, float]:
+        """Mean loss and fields over held-out pairs (the `eval` event), in eval mode, no gradients."""
+        was_training = model.training
+        model.eval()
+        totals: dict[str, float] = {}
+        for start in range(0, len(pairs), batch_size):
+            part = pairs[start:start + batch_size]
+            loss, fields = self.loss(model, pair_batch(part, self.device))
+            for key, value in {"loss": float(loss), **fields}.items():
+                totals[key] = totals.get(key, 0.0) + value * len(part)
+        model.train(was_training)
+        return {key: value / len(pairs) for key, value in totals.items()}
+
     def state_dict(self) -> dict[str, Any]:
         return {"cursor": self.cursor.state_dict()}
 

@@ -45,6 +45,7 @@ def test_dpo_reaches_preference_accuracy_on_held_out_pairs(fresh_model):
         if scores[-1] >= 0.95:
             break
     assert scores[-1] >= 0.9, scores
+    assert dpo.evaluate(model, marker_pairs(64, seed=2))["pref_accuracy"] == scores[-1]
     assert accuracy(preference_of_base=True) >= 0.9
 
 
