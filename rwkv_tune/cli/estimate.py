@@ -14,6 +14,7 @@ from rwkv_tune.preset.schema import key_help
 if TYPE_CHECKING:  # pragma: no cover
     from rwkv_tune.estimate import Estimate
 
+
 def estimate(
     preset: Path | None = typer.Argument(None, help="A preset YAML; flags override its values."),
     model: Path | None = typer.Option(None, "--model", "-m", help="The base model file (.pth/.safetensors)."),
