@@ -135,7 +135,7 @@ def test_model_file_is_detected_and_preset_path_is_relative_to_the_preset(tmp_pa
     assert r.exit_code == 2 and "RWKV-6" in text(r)
 
 
-def test_estimate_cli_and_import_load_no_torch_and_answer_fast():
+def test_estimate_cli_and_import_load_no_torch():
     code = (
         "import json, sys, time\n"
         "t0 = time.perf_counter()\n"
@@ -155,6 +155,4 @@ def test_estimate_cli_and_import_load_no_torch_and_answer_fast():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout.strip().splitlines()[-1])
-    assert info["heavy"] == []
-    # measured ~0.12 s + 0.3 s import on an idle 2-core machine; generous for a busy CI host
-    assert info["import_s"] + info["estimate_s"] < 1.0 * (3 if os.environ.get("CI_SLOW") else 1.5), info
+    assert info["heavy"] == [], info  # start-up time is printed by the benchmark, not asserted here
