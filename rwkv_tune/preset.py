@@ -117,7 +117,7 @@ class OutputSection:
     dir: str = _f("runs/run", doc="the run directory (metrics.jsonl, checkpoints, adapter, merged model)")
     merge: bool = _f(False, doc="merge the adapter into the base at the end (merged.pth)")
     merge_dtype: str | None = _f(None, choices=(None, "bf16", "fp16", "fp32"))
-    export: str | None = _f(None, choices=(None, "rwkv-peft"), doc="also write RWKV-PEFT-style rwkv-N.pth adapters")
+    export: str | None = _f(None, choices=(None, "rwkv-peft", "peft"), doc="also write RWKV-PEFT-style rwkv-N.pth adapters")
     wandb: str = _f("", doc="W&B project name ('' disables)")
     tensorboard: bool = _f(False)
 
@@ -313,6 +313,9 @@ def check_cross_fields(p: Preset) -> None:
     bad = [part for part in p.method.train_parts if part not in TRAIN_PARTS]
     if bad:
         raise ConfigError(f"method.train_parts has {bad[0]!r}", f"Use any of: {', '.join(TRAIN_PARTS)} (or []).")
+    from rwkv_tune.peft.hf_export import check_export  # torch-free
+
+    check_export(p.output.export, p.method.name, p.method.mode, p.method.train_parts, p.quant)
 
 
 def check_machine(p: Preset) -> None:
