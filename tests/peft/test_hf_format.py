@@ -228,3 +228,41 @@ def test_random_safetensors_is_refused_saying_what_it_is(base, tmp_path):
     text = one_line_refusal(["merge", "--base", str(base), "--adapter", str(hf_named), "--out",
                              str(tmp_path / "m.pth")])
     assert "adapter_config.json" in text
+
+
+def inspect_json(path):
+    result = runner.invoke(app, ["inspect", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_inspect_says_what_any_adapter_is(base, tmp_path):
+    folder, _ = hf_folder(base, tmp_path, CONFIGS["rslora"]())
+    for path in (folder, folder / "adapter_model.safetensors"):
+        info = inspect_json(path)
+        assert info["tool"].startswith("Hugging Face peft") and info["peft_type"] == "LORA"
+        assert (info["method"], info["r"], info["alpha"], info["rslora"]) == ("lora", 8, 12.5, True)
+        assert "att.key" in info["targets"] and info["base_fingerprint"] is None
+    ours = our_adapter(base, tmp_path / "adapter.safetensors", OURS["bone"])
+    info = inspect_json(ours)
+    assert info["tool"].startswith("rwkv-tune") and (info["method"], info["mode"], info["r"]) == ("miss", "bone", 8)
+    assert info["base_fingerprint"] == our_peft.read_adapter(ours).base_fingerprint
+    exported = write_hf_adapter(our_peft.read_adapter(ours), tmp_path / "export")
+    assert inspect_json(exported)["base_fingerprint"] == info["base_fingerprint"]
+    from rwkv_tune.train.export import export_rwkv_peft
+
+    lora = our_adapter(base, tmp_path / "lora.safetensors", OURS["lora"])
+    rwkv_peft = export_rwkv_peft(lora, tmp_path / "rwkv-peft", 0, base=str(base))
+    info = inspect_json(rwkv_peft)
+    assert info["format"] == "rwkv-peft" and info["r"] == 8 and "not recorded" in info["alpha"]
+    table = runner.invoke(app, ["inspect", str(folder)], terminal_width=200)
+    assert table.exit_code == 0 and "Hugging Face peft" in table.output and "12.5" in table.output
+    assert inspect_json(base)["n_layer"] == 2  # a model is still a model
+
+
+def test_inspect_names_an_unreadable_peft_type(tmp_path):
+    folder = tmp_path / "prefix"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING", "peft_version": "0.21.2"}))
+    info = inspect_json(folder)
+    assert info["peft_type"] == "PREFIX_TUNING" and info["readable"] is False
