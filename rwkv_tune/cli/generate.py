@@ -13,8 +13,11 @@ from rwkv_tune.cli._common import err_console, user_errors
 
 
 def generate(
-    source: Path = typer.Argument(..., help="A model .pth/.safetensors, or a run directory (its latest adapter is "
-                                  "applied to the run's base model on the fly)."),
+    source: Path = typer.Argument(..., help="A model .pth/.safetensors, a run directory (its latest adapter is "
+                                  "applied to the run's base model on the fly), or an adapter (ours, or a Hugging "
+                                  "Face peft folder) applied to --base."),
+    base: Path | None = typer.Option(None, "--base", help="With an adapter: its base model (default: the path a peft "
+                                     "folder's adapter_config.json records)."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The text to continue."),
     max_tokens: int = typer.Option(100, "--max-tokens", min=1, help="Tokens to generate."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
@@ -27,7 +30,7 @@ def generate(
     from rwkv_tune.generate import Sampling, generate_text
 
     with user_errors():
-        model = load_for_generation(source, device)
+        model = load_for_generation(source, device, base=base)
         sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
         stamps: list[float] = []
         started = time.perf_counter()
@@ -54,8 +57,9 @@ def speed_line(prompt_tokens: int, started: float, stamps: list[float]) -> str:
             f"(prompt: {prompt_tokens} tokens, {first:.2f} s to the first token)")
 
 
-def load_for_generation(source: Path, device: str = "cpu"):
-    """A model ready for generation: a model file as is, or a run's base model plus its latest adapter."""
+def load_for_generation(source: Path, device: str = "cpu", *, base: Path | None = None):
+    """A model ready for generation: a model file as is, a run's base model plus its latest adapter, or an
+    adapter file/folder applied to `base`."""
     import torch
 
     from rwkv_tune.errors import ConfigError, UserError
@@ -67,6 +71,17 @@ def load_for_generation(source: Path, device: str = "cpu"):
         raise ConfigError(f"--device {device} is not auto, cpu, cuda or cuda:N", "Use --device cpu or --device cuda.")
     elif device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} but no CUDA GPU is visible", "Use --device cpu (or auto).")
+    from rwkv_tune.peft.identify import adapter_for_generation
+
+    adapter, adapter_base = adapter_for_generation(source, base)
+    if adapter is not None:
+        from rwkv_tune import peft
+
+        model = load_model(adapter_base)
+        peft.load_adapter(model, adapter)
+        return model.to(device).eval()
+    if base is not None:
+        raise ConfigError(f"--base applies to an adapter, and {source} is not one", "Drop --base.")
     if not source.is_dir():
         return load_model(source, device=device).eval()
 

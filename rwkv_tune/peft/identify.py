@@ -54,3 +54,27 @@ def _describe_rwkv_peft(path: Path) -> dict[str, Any] | None:
         info.pop("scale", None)
         info.pop("rslora", None)
     return info
+
+
+def adapter_for_generation(source: str | Path, base: str | Path | None = None) -> tuple[Any, Path | None]:
+    """(Adapter, its base model path) when `source` is an adapter of ours or a peft folder; (None, None) otherwise.
+
+    The base is `base`, else the path a peft folder's adapter_config.json records (base_model_name_or_path).
+    """
+    from rwkv_tune.errors import ConfigError
+    from rwkv_tune.peft.hf_format import hf_folder, read_hf_config
+    from rwkv_tune.peft.rwkv_peft import _has_our_metadata, _is_hf, load_any_adapter
+
+    source = Path(source)
+    is_run = source.is_dir() and (source / "preset.yaml").is_file()
+    hf = not is_run and (hf_folder(source) is not None or (source.is_file() and _is_hf(source)))
+    ours = source.is_file() and source.suffix == ".safetensors" and not hf and _has_our_metadata(source)
+    if not (hf or ours):
+        return None, None
+    if base is None and hf:
+        recorded = read_hf_config(hf_folder(source) or source.parent).get("base_model_name_or_path")
+        base = recorded if recorded and Path(recorded).is_file() else None
+    if base is None:
+        raise ConfigError(f"{source} is an adapter; generating needs the base model it was trained on",
+                          f"Pass --base BASE.pth (e.g. rwkv-tune generate {source} --base BASE.pth -p TEXT).")
+    return load_any_adapter(source), Path(base)

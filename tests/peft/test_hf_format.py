@@ -266,3 +266,22 @@ def test_inspect_names_an_unreadable_peft_type(tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING", "peft_version": "0.21.2"}))
     info = inspect_json(folder)
     assert info["peft_type"] == "PREFIX_TUNING" and info["readable"] is False
+
+
+def test_generate_applies_a_peft_folder_to_its_base(base, tmp_path):
+    from rwkv_tune.cli.generate import load_for_generation
+
+    folder, _ = hf_folder(base, tmp_path, CONFIGS["miss-bat"]())
+    merge(base, folder, tmp_path / "merged.pth", dtype="fp32", verify=False)
+    idx = torch.randint(0, VOCAB, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        on_the_fly = load_for_generation(folder, base=base)(idx)
+        merged = load_model(tmp_path / "merged.pth").eval()(idx)
+        plain = load_model(base).eval()(idx)
+    assert (on_the_fly - merged).abs().max() <= 1e-4 < (on_the_fly - plain).abs().max()
+    # our export records the base path, so --base is not needed; peft's own folder here records none
+    exported = write_hf_adapter(read_hf_adapter(folder), tmp_path / "export", base_name=str(base))
+    with torch.no_grad():
+        assert (load_for_generation(exported)(idx) - merged).abs().max() <= 1e-4
+    text = one_line_refusal(["generate", str(folder), "--prompt", "hi"])
+    assert "--base" in text
