@@ -4,7 +4,7 @@
 adapter_model.safetensors with `base_model.model.<official module>.<tensor>` keys), so
 `PeftModel.from_pretrained` loads it onto any module tree with the official RWKV names and
 `merge_and_unload()` gives our merged weights:
-- LoRA/rsLoRA: LORA with our r, alpha, use_rslora.
+- LoRA/rsLoRA/DoRA: LORA with our r, alpha, use_rslora (use_dora for one read from peft).
 - PiSSA: ΔW = B·A − B₀·A₀ = [B, B₀]·[A; −A₀], a LORA of rank 2r with scale 1 (lora_alpha = 2r).
 - MiSS: MISS with init_weights true (bone), "bat" or "mini" (peft's bat indexes by output block, as ours).
 HF folders hold adapter weights only: state tuning, full fine-tuning and dense train_parts have no
@@ -56,7 +56,7 @@ def hf_tensors(adapter: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
     cfg = adapter.config
     check_export("peft", cfg.name, cfg.mode, [], cfg.quant)
-    suffixes = {"lora": ("lora_A", "lora_B"), "pissa": ("lora_A", "lora_B", "init_lora_A", "init_lora_B"),
+    suffixes = {"lora": ("lora_A", "lora_B", "lora_magnitude"), "pissa": ("lora_A", "lora_B", "init_lora_A", "init_lora_B"),
                 "miss": ("miss",)}[cfg.name]
     modules: dict[str, dict[str, Any]] = {}
     for key, value in adapter.tensors.items():
@@ -83,10 +83,12 @@ def hf_tensors(adapter: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
             a = torch.cat([a, -parts["init_lora_A"]])
             b = torch.cat([b, parts["init_lora_B"]], dim=1)
         out[f"{prefix}{module}.lora_A.weight"], out[f"{prefix}{module}.lora_B.weight"] = a, b
+        if "lora_magnitude" in parts:
+            out[f"{prefix}{module}.lora_magnitude_vector"] = parts["lora_magnitude"]
     if cfg.name == "pissa":
         r, alpha = 2 * cfg.r, 2 * cfg.r
     fields = {"r": r, "lora_alpha": alpha, "use_rslora": cfg.rslora and cfg.name == "lora",
-              "lora_dropout": cfg.dropout if cfg.name == "lora" else 0.0, "use_dora": False, "fan_in_fan_out": False,
+              "lora_dropout": cfg.dropout if cfg.name == "lora" else 0.0, "use_dora": bool(cfg.extra.get("dora")), "fan_in_fan_out": False,
               "init_lora_weights": True, "rank_pattern": {}, "alpha_pattern": {}}
     return "LORA", out, fields
 

@@ -4,7 +4,8 @@ This is what RWKV-PEFT writes today (its G2 trainer wraps the model with HF `pef
 `save_pretrained` writes for any module tree with the official RWKV names. Keys are
 `base_model.model.<official module>.<tensor>`; the method and its numbers are in the JSON:
 - LORA: `X.lora_A.weight` [r, in], `X.lora_B.weight` [out, r]; scale lora_alpha/r, or
-  lora_alpha/√r with `use_rslora`; per-module `rank_pattern`/`alpha_pattern` override r/alpha.
+  lora_alpha/√r with `use_rslora`; per-module `rank_pattern`/`alpha_pattern` override r/alpha;
+  `use_dora` adds `X.lora_magnitude_vector` [out] (our `lora_magnitude`, `extra: {dora: true}`).
 - ADALORA: `X.lora_A` [r, in], `X.lora_E` [r, 1], `X.lora_B` [out, r]; ΔW = B·(A⊙E)·s/(ranknum + 1e-5)
   with s = lora_alpha (init_r when 0) and ranknum = init_r (peft keeps it when it prunes ranks; not saved).
 - MISS: `X.miss_block`, bone [r, out] (init_weights true/false), bat [out/r, r, r] ("bat"), mini [r, mini_r].
@@ -109,10 +110,10 @@ def read_hf_adapter(path: str | Path, *, alpha: float | None = None, r: int | No
             recorded = {"ADALORA": "init_r and lora_alpha", "MISS": "r (MiSS has no alpha)"}.get(kind, "r and alpha")
             raise ConfigError(f"{flag} does not apply: {folder} is a Hugging Face peft {kind} adapter whose "
                               f"{CONFIG_NAME} records its {recorded}", f"Drop {flag}.")
-    for key, bad in (("fan_in_fan_out", True), ("use_dora", True), ("lora_bias", True)):
-        if raw.get(key) is bad:
+    for key in ("fan_in_fan_out", "lora_bias", *(("use_dora",) if kind == "ADALORA" else ())):
+        if raw.get(key) is True:
             raise ModelFileError(f"{folder} is a {kind} adapter with {key} = true, which rwkv-tune does not fold "
-                                 "(only plain LoRA, rsLoRA, AdaLoRA and MiSS updates)",
+                                 "(only LoRA, rsLoRA, DoRA, AdaLoRA and MiSS updates)",
                                  "Merge it with peft itself (merge_and_unload).")
     if raw.get("bias", "none") != "none":
         raise ModelFileError(f"{folder} trains biases (bias = {raw['bias']!r}); RWKV Linear layers have none",
@@ -187,7 +188,9 @@ def _need(parts: Mapping[str, torch.Tensor], names: tuple[str, ...], module: str
 def _lora_like(raw: Mapping[str, Any], modules: dict[str, dict[str, torch.Tensor]], kind: str,
                folder: Path) -> tuple[PeftConfig, dict[str, torch.Tensor]]:
     """LoRA or AdaLoRA → our LoRA: exact r/alpha/rslora when uniform, else the scale folded into B."""
+    dora = kind == "LORA" and bool(raw.get("use_dora"))
     names = ("lora_A", "lora_B", "lora_E") if kind == "ADALORA" else ("lora_A", "lora_B")
+    names += ("lora_magnitude_vector",) if dora else ()
     factors: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
     rslora = bool(raw.get("use_rslora")) and kind == "LORA"
     for module, parts in modules.items():
@@ -210,6 +213,8 @@ def _lora_like(raw: Mapping[str, Any], modules: dict[str, dict[str, torch.Tensor
     ranks = {a.shape[0] for a, _, _ in factors.values()}
     scales = {s for _, _, s in factors.values()}
     out: dict[str, torch.Tensor] = {}
+    if dora:  # DoRA: the magnitude rescales W + ΔW row by row (rwkv_tune.peft.lora.dora_weight)
+        out.update({f"{m}.lora_magnitude": parts["lora_magnitude_vector"] for m, parts in modules.items()})
     if kind == "LORA" and len(ranks) == 1 and len(scales) == 1:
         rank = ranks.pop()
         alpha = float(_pattern(raw, "alpha_pattern", next(iter(factors)), raw.get("lora_alpha", 8)))
@@ -223,7 +228,8 @@ def _lora_like(raw: Mapping[str, Any], modules: dict[str, dict[str, torch.Tensor
             out[f"{module}.lora_A"] = torch.cat([a, a.new_zeros(pad, a.shape[1])])
             out[f"{module}.lora_B"] = torch.cat([b * scale, b.new_zeros(b.shape[0], pad)], dim=1)
         cfg = {"name": "lora", "r": rank, "alpha": float(rank), "rslora": False}
-    return PeftConfig.from_dict({**cfg, **_scope(modules)}), out
+    extra = {"extra": {"dora": True}} if dora else {}
+    return PeftConfig.from_dict({**cfg, **_scope(modules), **extra}), out
 
 
 def _miss(raw: Mapping[str, Any], modules: dict[str, dict[str, torch.Tensor]],
