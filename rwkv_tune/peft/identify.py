@@ -16,14 +16,14 @@ _ADAPTER_SUFFIXES = (".lora_A", ".lora_B", ".disha", ".miss", ".init_lora_A", ".
 def describe_adapter(path: str | Path) -> dict[str, Any] | None:
     """A summary of the adapter at `path`, or None when it is a model file (or not a file we can tell)."""
     from rwkv_tune.peft.hf_format import describe_hf, hf_folder, summarize
-    from rwkv_tune.peft.rwkv_peft import _has_our_metadata, _is_hf
+    from rwkv_tune.peft.rwkv_peft import has_our_metadata, is_hf_adapter
 
     path = Path(path)
-    if hf_folder(path) is not None or (path.is_file() and _is_hf(path)):
+    if hf_folder(path) is not None or (path.is_file() and is_hf_adapter(path)):
         return describe_hf(path)
     if not path.is_file():
         return None
-    if path.suffix == ".safetensors" and _has_our_metadata(path):
+    if path.suffix == ".safetensors" and has_our_metadata(path):
         from rwkv_tune.peft.adapter import read_adapter
 
         adapter = read_adapter(path)
@@ -63,12 +63,12 @@ def adapter_for_generation(source: str | Path, base: str | Path | None = None) -
     """
     from rwkv_tune.errors import ConfigError
     from rwkv_tune.peft.hf_format import hf_folder, read_hf_config
-    from rwkv_tune.peft.rwkv_peft import _has_our_metadata, _is_hf, load_any_adapter
+    from rwkv_tune.peft.rwkv_peft import has_our_metadata, is_hf_adapter, load_any_adapter
 
     source = Path(source)
     is_run = source.is_dir() and (source / "preset.yaml").is_file()
-    hf = not is_run and (hf_folder(source) is not None or (source.is_file() and _is_hf(source)))
-    ours = source.is_file() and source.suffix == ".safetensors" and not hf and _has_our_metadata(source)
+    hf = not is_run and (hf_folder(source) is not None or (source.is_file() and is_hf_adapter(source)))
+    ours = source.is_file() and source.suffix == ".safetensors" and not hf and has_our_metadata(source)
     if not (hf or ours):
         return None, None
     if base is None and hf:

@@ -115,13 +115,13 @@ def load_any_adapter(adapter: Any, *, alpha: float | None = None, r: int | None 
     from rwkv_tune.checkpoint import load_state_dict
 
     init = load_state_dict(pissa_init) if isinstance(pissa_init, (str, Path)) else pissa_init
-    if isinstance(adapter, (str, Path)) and _is_hf(Path(adapter)):
+    if isinstance(adapter, (str, Path)) and is_hf_adapter(Path(adapter)):
         from rwkv_tune.peft.hf_format import read_hf_adapter
 
         return read_hf_adapter(adapter, alpha=alpha, r=r, pissa_init=pissa_init)
     if isinstance(adapter, Adapter):
         ours = adapter
-    elif isinstance(adapter, (str, Path)) and Path(adapter).suffix == ".safetensors" and _has_our_metadata(adapter):
+    elif isinstance(adapter, (str, Path)) and Path(adapter).suffix == ".safetensors" and has_our_metadata(adapter):
         ours = read_adapter(adapter)
     else:
         tensors = load_state_dict(adapter) if isinstance(adapter, (str, Path)) else dict(adapter)
@@ -140,7 +140,7 @@ def load_any_adapter(adapter: Any, *, alpha: float | None = None, r: int | None 
     return ours
 
 
-def _has_our_metadata(path: str | Path) -> bool:
+def has_our_metadata(path: str | Path) -> bool:
     from rwkv_tune.checkpoint import _safetensors_header
 
     meta = _safetensors_header(Path(path)).get("__metadata__") or {}
@@ -152,13 +152,13 @@ def _has_our_metadata(path: str | Path) -> bool:
 _RWKV_KEY = re.compile(r"^(blocks\.\d+\.|emb\.|head\.|ln_out\.)")
 
 
-def _is_hf(path: Path) -> bool:
+def is_hf_adapter(path: Path) -> bool:
     """A Hugging Face peft adapter: its folder, a file in it, or a safetensors file named like one."""
     from rwkv_tune.peft.hf_format import has_hf_keys, hf_folder
 
     if hf_folder(path) is not None:
         return True
-    if path.suffix == ".safetensors" and path.is_file() and not _has_our_metadata(path):
+    if path.suffix == ".safetensors" and path.is_file() and not has_our_metadata(path):
         from rwkv_tune.checkpoint import _safetensors_header
 
         return has_hf_keys(_safetensors_header(path))
