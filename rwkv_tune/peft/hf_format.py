@@ -150,6 +150,7 @@ def _group(tensors: Mapping[str, torch.Tensor], folder: Path) -> dict[str, dict[
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         name = strip_wrapper_prefix(key[len(HF_PREFIX):]).removesuffix(".weight")
+        name = name.removeprefix("model.") if name.startswith("model.blocks.") else name  # a wrapped RWKV
         module, _, part = name.rpartition(".")
         m = _MODULE.match(module)
         if not m or f"{m.group(2)}.{m.group(3)}" not in ALL_TARGETS:

@@ -294,3 +294,18 @@ def test_generate_applies_a_peft_folder_to_its_base(base, tmp_path):
         assert (load_for_generation(exported)(idx) - merged).abs().max() <= 1e-4
     text = one_line_refusal(["generate", str(folder), "--prompt", "hi"])
     assert "--base" in text
+
+
+def test_a_peft_folder_is_a_training_starting_point(base, tmp_path):
+    """The library path a `method.load` key would take: the folder's adapter on a fresh base, trainable."""
+    from rwkv_tune.peft.rwkv_peft import load_any_adapter
+
+    folder, _ = hf_folder(base, tmp_path, CONFIGS["lora"]())
+    merge(base, folder, tmp_path / "merged.pth", dtype="fp32", verify=False)
+    model = load_model(base)
+    params = our_peft.load_adapter(model, load_any_adapter(folder))
+    idx = torch.randint(0, VOCAB, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model(idx) - load_model(tmp_path / "merged.pth")(idx)).abs().max() <= 1e-4
+    lora = [p for n, p in model.named_parameters() if n.endswith((".lora_A", ".lora_B"))]
+    assert len(lora) == 24 and all(p.requires_grad for p in lora) and {id(p) for p in lora} <= {id(p) for p in params}
