@@ -169,10 +169,14 @@ def _scope(modules: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _pattern(raw: Mapping[str, Any], key: str, module: str, default: Any) -> Any:
-    """peft's rank_pattern/alpha_pattern lookup: the first key that is the module's name or a dotted suffix of it."""
+    """peft's rank_pattern/alpha_pattern lookup: the first key (a regex) matching the module name or a dotted tail."""
     for pattern, value in (raw.get(key) or {}).items():
-        if module == pattern or module.endswith("." + pattern) or re.fullmatch(pattern, module):
-            return value
+        try:
+            if re.match(rf"(.*\.)?({pattern})$", module):
+                return value
+        except re.error:
+            raise ModelFileError(f"{CONFIG_NAME} has {key} key {pattern!r}, which is not a regular expression",
+                                 "Re-save the adapter with peft's save_pretrained.") from None
     return default
 
 
