@@ -76,8 +76,8 @@ def _show_adapter(path: Path, info: dict, as_json: bool) -> None:
     table = Table(title=f"{path.name} (adapter)", show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column()
-    for key in ("tool", "peft_type", "method", "mode", "r", "alpha", "rslora", "scale", "targets", "layers", "quant",
-                "base_fingerprint", "tensors", "readable"):
+    for key in ("tool", "peft_type", "method", "mode", "r", "target_r", "alpha", "rslora", "scale", "patterns",
+                "targets", "layers", "quant", "base_fingerprint", "tensors", "readable"):
         if key in info:
             value = info[key]
             if key == "base_fingerprint" and not value:

@@ -265,10 +265,16 @@ def describe_hf(path: str | Path) -> dict[str, Any]:
     adapter = read_hf_adapter(folder)
     method = "adalora" if kind == "ADALORA" else adapter.config.name
     info.update(summarize(adapter), method=method, readable=True)
-    if kind == "ADALORA":
-        info.update(r=int(raw.get("init_r") or adapter.config.r), alpha=float(raw.get("lora_alpha") or 0))
+    if kind == "ADALORA":  # scale alpha/ranknum, ranknum = init_r; ranks pruned per module are in the tensors
+        init_r = int(raw.get("init_r") or adapter.config.r)
+        alpha = float(raw.get("lora_alpha") or 0) or float(init_r)
+        info.update(r=init_r, alpha=alpha, scale=alpha / init_r, target_r=raw.get("target_r"))
+        info.pop("rslora", None)
     elif kind == "LORA":
-        info.update(r=raw.get("r"), alpha=raw.get("lora_alpha"), rslora=bool(raw.get("use_rslora")))
+        r, alpha, rslora = int(raw.get("r", 8)), float(raw.get("lora_alpha", 8)), bool(raw.get("use_rslora"))
+        info.update(r=r, alpha=alpha, rslora=rslora, scale=alpha / (r ** 0.5 if rslora else r))
+        if raw.get("use_dora"):
+            info.update(method="lora (DoRA)", dora=True)
         if raw.get("rank_pattern") or raw.get("alpha_pattern"):
             info["patterns"] = {"rank_pattern": raw.get("rank_pattern"), "alpha_pattern": raw.get("alpha_pattern")}
     return info

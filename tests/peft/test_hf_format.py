@@ -269,6 +269,13 @@ def test_inspect_says_what_any_adapter_is(base, tmp_path):
     assert inspect_json(base)["n_layer"] == 2  # a model is still a model
 
 
+def test_inspect_an_adalora_folder_shows_its_recorded_numbers(base, tmp_path):
+    folder, _ = hf_folder(base, tmp_path, CONFIGS["adalora"](), prune=True)
+    info = inspect_json(folder)
+    assert (info["peft_type"], info["method"], info["r"], info["target_r"]) == ("ADALORA", "adalora", 8, 4)
+    assert info["alpha"] == 24 and info["scale"] == 3.0 and "rslora" not in info
+
+
 def test_inspect_names_an_unreadable_peft_type(tmp_path):
     folder = tmp_path / "prefix"
     folder.mkdir()
