@@ -12,7 +12,9 @@ from pathlib import Path
 
 from rwkv_tune.tui.app import DashboardApp
 from rwkv_tune.tui.screens import MergeScreen
-from rwkv_tune.tui.scripted import ScriptedRun
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tui"))  # the scripted run is a test fixture
+from scripted_run import ScriptedRun  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "screenshots"
 SIZE = (120, 34)

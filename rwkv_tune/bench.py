@@ -67,13 +67,11 @@ def model_spec(size: str) -> ModelSpec:
 
 def available_ops(device: torch.device) -> list[str]:
     """The WKV ops that can run on `device` (registers cuda/fla when a GPU is there); never "naive"."""
-    from rwkv_tune.model.wkv import WKV7_OPS
+    from rwkv_tune.model.wkv import WKV7_OPS, load_op
 
     if device.type == "cuda":
-        from rwkv_tune.model.wkv import cuda, fla
-
-        cuda.register()
-        fla.register()
+        load_op("cuda")
+        load_op("fla")
     return [op for op in ("torch", "cuda", "fla") if op in WKV7_OPS]
 
 

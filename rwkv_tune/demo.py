@@ -85,7 +85,7 @@ def loss_on(model_path: Path, preset: Any) -> float:
     import torch
 
     from rwkv_tune.model import load_model
-    from rwkv_tune.train.loop import evaluate
+    from rwkv_tune.train.evaluation import evaluate
 
     model = load_model(model_path, dtype=torch.float32)
     return evaluate(model, preset.data.path, preset, torch.device("cpu"), batches=4)

@@ -6,6 +6,9 @@ gets a traceback (always with `--debug`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """A mistake the user can fix: bad input, unsupported file, impossible config."""
@@ -33,6 +36,35 @@ class ModelFileError(UserError):
 
 class ConfigError(UserError):
     """A preset or option value is invalid."""
+
+
+class ConfigErrors(ConfigError):
+    """Several preset or option mistakes found in one pass, reported together (each with its fix)."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = list(errors)
+        super().__init__(f"{len(self.errors)} problems: " + "; ".join(e.one_line() for e in self.errors))
+
+    def lines(self) -> list[str]:
+        return [e.one_line() for e in self.errors]
+
+
+def raise_all(errors: list[ConfigError]) -> None:
+    """Raise nothing, the one error, or all of them as ConfigErrors (nested ConfigErrors are flattened)."""
+    flat = [one for e in errors for one in (e.errors if isinstance(e, ConfigErrors) else [e])]
+    if len(flat) == 1:
+        raise flat[0]
+    if flat:
+        raise ConfigErrors(flat)
+
+
+@contextmanager
+def collecting(errors: list[ConfigError]) -> Iterator[None]:
+    """Add a ConfigError raised inside the block to `errors` instead of stopping at it."""
+    try:
+        yield
+    except ConfigError as exc:
+        errors.append(exc)
 
 
 class DataError(UserError):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -69,3 +71,46 @@ def generate_text(model: torch.nn.Module, prompt: str, sampling: Sampling, *,
     text = decoder.decode(b"", final=True)
     if text:
         yield text
+
+
+def load_for_generation(source: Path, device: str = "cpu", *, base: Path | None = None) -> torch.nn.Module:
+    """A model ready for generation: a model file as is, a run's base model plus its latest adapter, or an
+    adapter file/folder (ours, or a Hugging Face peft folder) applied to `base`."""
+    from rwkv_tune.errors import ConfigError, UserError
+    from rwkv_tune.model import load_model
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"--device {device} is not auto, cpu, cuda or cuda:N", "Use --device cpu or --device cuda.")
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} but no CUDA GPU is visible", "Use --device cpu (or auto).")
+    from rwkv_tune import peft
+    from rwkv_tune.peft.identify import adapter_for_generation
+
+    adapter, adapter_base = adapter_for_generation(source, base)
+    if adapter is not None:
+        model = load_model(adapter_base)
+        peft.load_adapter(model, adapter)
+        return model.to(device).eval()
+    if base is not None:
+        raise ConfigError(f"--base applies to an adapter, and {source} is not one", "Drop --base.")
+    if not source.is_dir():
+        return load_model(source, device=device).eval()
+
+    from rwkv_tune.preset import load
+    from rwkv_tune.runs import RunDir
+
+    run = RunDir(source)
+    if not run.preset.exists():
+        raise UserError(f"{source} is not a run directory (no preset.yaml)", "Pass a model .pth or a run's output.dir.")
+    if not run.adapter.exists():
+        raise UserError(f"run {source} has no adapter yet (no {run.adapter.name})",
+                        "Wait for its first checkpoint, or pass the base model file.")
+    base = Path(load(run.preset).model.path)
+    if not base.exists():
+        raise UserError(f"the run's base model {base} does not exist (seen from {Path.cwd()})",
+                        "Run from the folder you trained in, or pass a merged model file.")
+    model = load_model(base)
+    peft.load_adapter(model, run.adapter)
+    return model.to(device).eval()

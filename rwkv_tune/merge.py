@@ -35,7 +35,9 @@ from typing import Any
 import torch
 
 from rwkv_tune.errors import ConfigError, UserError
-from rwkv_tune.peft.adapter import Adapter, check_fingerprint, check_fits, fingerprint, merge_iter
+from rwkv_tune.peft.adapter import check_fits, merge_iter
+from rwkv_tune.peft.adapter_file import Adapter
+from rwkv_tune.peft.fingerprint import check_fingerprint, fingerprint
 from rwkv_tune.peft.rwkv_peft import load_any_adapter, read_rwkv_peft, strip_prefix
 
 __all__ = ["MergeError", "MergeReport", "file_sha256", "load_any_adapter", "merge", "read_rwkv_peft"]

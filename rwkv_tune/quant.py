@@ -21,8 +21,9 @@ import torch
 import torch.nn as nn
 
 from rwkv_tune.errors import ConfigError
+from rwkv_tune.preset.schema import QUANT_KINDS
 
-KINDS = ("int8", "nf4", "fp4")
+KINDS = QUANT_KINDS
 BLOCKSIZE = 64  # 4-bit block size (bitsandbytes' and RWKV-PEFT's default)
 
 
@@ -36,7 +37,8 @@ def _functional() -> Any:
 def require_bitsandbytes(kind: str) -> None:
     """Raise ConfigError unless `kind` is a known quantization and bitsandbytes imports."""
     if kind not in KINDS:
-        raise ConfigError(f"quant = {kind!r} is not one of none, {', '.join(KINDS)}", "Use quant: int8 or nf4.")
+        raise ConfigError(f"quant = {kind!r} is not one of none, {', '.join(KINDS)}",
+                          f"Use quant: {' or '.join(KINDS)}.")
     try:
         _functional()
     except Exception as exc:  # ImportError or a broken native library: both mean "cannot quantize here"

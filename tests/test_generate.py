@@ -105,7 +105,7 @@ def make_run(tmp_path, base):
 
 
 def test_a_run_directory_applies_its_adapter_on_the_fly(tmp_path, world_model):
-    from rwkv_tune.cli.generate import load_for_generation
+    from rwkv_tune.generate import load_for_generation
     from rwkv_tune.merge import merge
 
     run = make_run(tmp_path, world_model)

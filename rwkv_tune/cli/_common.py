@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from rwkv_tune.errors import UserError
+from rwkv_tune.errors import ConfigErrors, UserError
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -22,7 +22,9 @@ def debug_enabled() -> bool:
 
 
 def print_user_error(exc: UserError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.one_line()}", soft_wrap=True, markup=True)
+    """One red line per mistake (a ConfigErrors carries several)."""
+    for line in exc.lines() if isinstance(exc, ConfigErrors) else [exc.one_line()]:
+        err_console.print(f"[bold red]error:[/] {line}", soft_wrap=True, markup=True)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ SPLIT_HELP = "Hugging Face datasets split, e.g. train[:1000] (hub ids, save_to_d
 
 def _source_options(fmt: str, fields: str | None, roles: str | None, template: str | None, text_docs: str,
                     skip_invalid: bool) -> Any:
-    from rwkv_tune.data.sources import ChatTemplate, SourceOptions
+    from rwkv_tune.data.records import ChatTemplate, SourceOptions
     from rwkv_tune.errors import ConfigError
 
     tpl: dict[str, Any] = {}
@@ -135,8 +135,9 @@ def inspect(
 ) -> None:
     """Show data stats and the first samples, with the tokens that carry loss in green."""
     with user_errors():
+        from rwkv_tune.data.binidx import read_meta
         from rwkv_tune.data.loader import default_markers, open_documents
-        from rwkv_tune.data.prepare import SUGGESTED_MASK, read_meta
+        from rwkv_tune.data.prepare import SUGGESTED_MASK
         from rwkv_tune.data.preview import preview, render
         from rwkv_tune.data.sampling import Batches
         from rwkv_tune.data.stats import data_stats

@@ -3,94 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from rwkv_tune.cli._common import console, print_json, user_errors
 from rwkv_tune.errors import ConfigError
+from rwkv_tune.preset.schema import key_help
 
 if TYPE_CHECKING:  # pragma: no cover
     from rwkv_tune.estimate import Estimate
-
-_TRAIN_KEYS = {"micro_bsz": int, "grad_cp": bool, "precision": str, "strategy": str, "devices": int,
-               "accumulate_grad_batches": int, "train_type": str, "chunk_ctx": int, "epoch_steps": int,
-               "epoch_count": int}
-
-
-def _typed(key: str, value: Any, kind: type) -> Any:
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"preset {key} must be an integer, got {value!r}", f"Write e.g. {key}: 1.")
-    if kind is bool and not isinstance(value, bool):
-        raise ConfigError(f"preset {key} must be true or false, got {value!r}", f"Write {key}: true.")
-    if kind is str and not isinstance(value, str):
-        raise ConfigError(f"preset {key} must be a string, got {value!r}", f"Write e.g. {key}: bf16.")
-    return value
-
-
-def read_preset(path: Path) -> dict[str, Any]:
-    """Estimate options from a preset YAML (model/method/quant/data/train); the preset module will replace this."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"preset {path} does not exist", "Check the path.") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"preset {path} is not valid YAML ({str(exc).splitlines()[0]})",
-                          "Fix the YAML syntax.") from None
-    data = data or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"preset {path} is a {type(data).__name__}, not a mapping", "Write `key: value` lines.")
-    out: dict[str, Any] = {}
-    model = data.get("model") or {}
-    model = {"path": model} if isinstance(model, str) else model
-    if model.get("path"):
-        p = Path(model["path"]).expanduser()
-        out["model"] = p if p.is_absolute() or p.exists() else path.parent / p
-    for key in ("size", "version"):
-        if model.get(key) is not None:
-            out[key] = str(model[key]) if key == "size" else _typed(f"model.{key}", model[key], int)
-    method = data.get("method")
-    method = {"name": method} if isinstance(method, str) else (method or {})
-    if method.get("name") is not None:
-        out["method"] = _typed("method.name", method["name"], str)
-    if method.get("r") is not None:
-        out["rank"] = _typed("method.r", method["r"], int)
-    if method.get("mode") is not None:
-        out["mode"] = _typed("method.mode", method["mode"], str)
-    for key in ("train_parts", "targets"):
-        if method.get(key) is not None:
-            out[key] = tuple(method[key])
-    if data.get("quant") is not None:
-        out["quant"] = str(data["quant"]).lower()
-    ctx = (data.get("data") or {}).get("ctx_len")
-    if ctx is not None:
-        out["ctx_len"] = _typed("data.ctx_len", ctx, int)
-    train = data.get("train") or {}
-    for key, kind in _TRAIN_KEYS.items():
-        if train.get(key) is not None:
-            out[key] = _typed(f"train.{key}", train[key], kind)
-    if train.get("nodes") is not None:  # ZeRO shards over every GPU of every node
-        out["devices"] = out.get("devices", 1) * _typed("train.nodes", train["nodes"], int)
-    return out
-
 
 def estimate(
     preset: Path | None = typer.Argument(None, help="A preset YAML; flags override its values."),
     model: Path | None = typer.Option(None, "--model", "-m", help="The base model file (.pth/.safetensors)."),
     size: str | None = typer.Option(None, "--size", help="A released model without its file: 0.1B 0.4B 1.5B 2.9B 7B 14B (v7)."),
     version: int | None = typer.Option(None, "--version", help="RWKV version for --size: 5, 6 or 7 (default 7)."),
-    method: str | None = typer.Option(None, "--method", help="lora | pissa | disha | bone | bat | miss | state | full."),
+    method: str | None = typer.Option(None, "--method", help=key_help("method.name")),
     rank: int | None = typer.Option(None, "--rank", "-r", help="Adapter rank (default 64)."),
-    quant: str | None = typer.Option(None, "--quant", help="none | int8 | nf4 (frozen weights)."),
+    quant: str | None = typer.Option(None, "--quant", help=key_help("quant")),
     ctx_len: int | None = typer.Option(None, "--ctx-len", help="Training sequence length (default 1024)."),
     micro_bsz: int | None = typer.Option(None, "--micro-bsz", help="Sequences per GPU per step (default 1)."),
     grad_cp: bool | None = typer.Option(None, "--grad-cp/--no-grad-cp", help="Activation checkpointing (default on)."),
-    precision: str | None = typer.Option(None, "--precision", help="bf16 | fp16 | fp32 | tf32."),
-    strategy: str | None = typer.Option(None, "--strategy", help="single | deepspeed_stage_1|2|3[_offload]."),
+    precision: str | None = typer.Option(None, "--precision", help=key_help("train.precision")),
+    strategy: str | None = typer.Option(None, "--strategy", help=key_help("train.strategy")),
     devices: int | None = typer.Option(None, "--devices", help="GPUs (needs a deepspeed strategy when > 1)."),
-    train_type: str | None = typer.Option(None, "--train-type", help="normal | infctx."),
+    train_type: str | None = typer.Option(None, "--train-type", help=key_help("train.train_type")),
     chunk_ctx: int | None = typer.Option(None, "--chunk-ctx", help="infctx chunk length."),
     gpu: str | None = typer.Option(None, "--gpu", help="Target card: '4090', 'A100 80GB', 'h100' or a size like 24GB."),
     tokens: int | None = typer.Option(None, "--tokens", help="Training tokens of the run (for the time)."),
@@ -100,9 +38,10 @@ def estimate(
 ) -> None:
     """Estimate peak VRAM per GPU, which GPUs fit, the largest micro_bsz/ctx_len, and the run time."""
     from rwkv_tune.estimate import estimate as run_estimate
+    from rwkv_tune.estimate.from_preset import options_from_preset
 
     with user_errors():
-        opts = read_preset(preset) if preset else {}
+        opts = options_from_preset(preset) if preset else {}
         if model is not None and size is not None:
             raise ConfigError("--model and --size both given", "Pass one: the file, or a released size.")
         if size is not None:

@@ -1,8 +1,7 @@
-"""`rwkv-tune generate MODEL|RUN_DIR --prompt TEXT`: stream text from a base, merged, or in-training model."""
+"""`rwkv-tune generate MODEL|RUN_DIR|ADAPTER [--base BASE] --prompt TEXT`: stream text from a base, merged, or in-training model."""
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ def generate(
 ) -> None:
     """Generate text with the recurrent state (the prompt is read once); prints tokens/s at the end."""
     from rwkv_tune.data.tokenizer import get_tokenizer
-    from rwkv_tune.generate import Sampling, generate_text
+    from rwkv_tune.generate import Sampling, generate_text, load_for_generation
 
     with user_errors():
         model = load_for_generation(source, device, base=base)
@@ -55,50 +54,3 @@ def speed_line(prompt_tokens: int, started: float, stamps: list[float]) -> str:
     rate = (len(stamps) - 1) / (last - first) if len(stamps) > 1 and last > first else 1 / max(first, 1e-9)
     return (f"{len(stamps)} tokens in {last:.2f} s · {rate:.1f} tokens/s "
             f"(prompt: {prompt_tokens} tokens, {first:.2f} s to the first token)")
-
-
-def load_for_generation(source: Path, device: str = "cpu", *, base: Path | None = None):
-    """A model ready for generation: a model file as is, a run's base model plus its latest adapter, or an
-    adapter file/folder applied to `base`."""
-    import torch
-
-    from rwkv_tune.errors import ConfigError, UserError
-    from rwkv_tune.model import load_model
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise ConfigError(f"--device {device} is not auto, cpu, cuda or cuda:N", "Use --device cpu or --device cuda.")
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} but no CUDA GPU is visible", "Use --device cpu (or auto).")
-    from rwkv_tune.peft.identify import adapter_for_generation
-
-    adapter, adapter_base = adapter_for_generation(source, base)
-    if adapter is not None:
-        from rwkv_tune import peft
-
-        model = load_model(adapter_base)
-        peft.load_adapter(model, adapter)
-        return model.to(device).eval()
-    if base is not None:
-        raise ConfigError(f"--base applies to an adapter, and {source} is not one", "Drop --base.")
-    if not source.is_dir():
-        return load_model(source, device=device).eval()
-
-    from rwkv_tune import peft
-    from rwkv_tune.preset import load
-    from rwkv_tune.runs import RunDir
-
-    run = RunDir(source)
-    if not run.preset.exists():
-        raise UserError(f"{source} is not a run directory (no preset.yaml)", "Pass a model .pth or a run's output.dir.")
-    if not run.adapter.exists():
-        raise UserError(f"run {source} has no adapter yet (no {run.adapter.name})",
-                        "Wait for its first checkpoint, or pass the base model file.")
-    base = Path(load(run.preset).model.path)
-    if not base.exists():
-        raise UserError(f"the run's base model {base} does not exist (seen from {Path.cwd()})",
-                        "Run from the folder you trained in, or pass a merged model file.")
-    model = load_model(base)
-    peft.load_adapter(model, run.adapter)
-    return model.to(device).eval()

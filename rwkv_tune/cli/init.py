@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from rwkv_tune.cli._common import console, err_console, user_errors
 from rwkv_tune.errors import ConfigError
+from rwkv_tune.preset.schema import key_help
 
 if TYPE_CHECKING:  # pragma: no cover
     from rwkv_tune.estimate import Estimate
@@ -22,21 +23,21 @@ if TYPE_CHECKING:  # pragma: no cover
 def init(
     model: str | None = typer.Option(None, "--model", "-m", help="Base model file (.pth or .safetensors)."),
     data: str | None = typer.Option(None, "--data", "-d", help="Training data: binidx prefix, .jsonl/.txt file or folder."),
-    method: str | None = typer.Option(None, "--method", help="lora | pissa | disha | bone | bat | miss | state | full."),
+    method: str | None = typer.Option(None, "--method", help=key_help("method.name")),
     rank: int | None = typer.Option(None, "--rank", "-r", help="Adapter rank (MiSS/DiSHA: shard size)."),
-    quant: str | None = typer.Option(None, "--quant", help="none | int8 | nf4 (frozen base weights)."),
+    quant: str | None = typer.Option(None, "--quant", help=key_help("quant")),
     ctx_len: int | None = typer.Option(None, "--ctx-len", help="Tokens per training sample."),
     micro_bsz: int | None = typer.Option(None, "--micro-bsz", help="Sequences per GPU per step."),
     grad_cp: bool | None = typer.Option(None, "--grad-cp/--no-grad-cp", help="Gradient checkpointing (default on)."),
-    precision: str | None = typer.Option(None, "--precision", help="bf16 | fp16 | fp32 | tf32."),
-    strategy: str | None = typer.Option(None, "--strategy", help="single | deepspeed_stage_1|2|3[_offload]."),
+    precision: str | None = typer.Option(None, "--precision", help=key_help("train.precision")),
+    strategy: str | None = typer.Option(None, "--strategy", help=key_help("train.strategy")),
     devices: int | None = typer.Option(None, "--devices", help="GPUs to train on (default: the GPUs this machine has)."),
     accumulate: int | None = typer.Option(None, "--accumulate", help="Micro-batches per optimizer step (default 1)."),
     lr_init: float | None = typer.Option(None, "--lr-init", help="Learning rate at the start (default by method)."),
     lr_final: float | None = typer.Option(None, "--lr-final", help="Learning rate at the end."),
     epoch_steps: int | None = typer.Option(None, "--epoch-steps", help="Optimizer steps per epoch."),
     epoch_count: int | None = typer.Option(None, "--epoch-count", help="Epochs."),
-    train_type: str | None = typer.Option(None, "--train-type", help="normal | infctx."),
+    train_type: str | None = typer.Option(None, "--train-type", help=key_help("train.train_type")),
     chunk_ctx: int | None = typer.Option(None, "--chunk-ctx", help="infctx chunk length."),
     gpu: str | None = typer.Option(None, "--gpu", help="Target GPU for the fit check: '4090', 'A100 80GB', '24GB', or 'none'."),
     out: str | None = typer.Option(None, "--out", "-o", help="Where to write the preset (default preset.yaml)."),

@@ -7,74 +7,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from rwkv_tune.cli._common import console, print_json, user_errors
 from rwkv_tune.errors import ConfigError
-
-
-@dataclass
-class RunInputs:
-    """What `rwkv-tune merge RUN_DIR` found in a run directory (its resolved preset.yaml and files)."""
-
-    run_dir: Path
-    base: Path
-    adapter: Path
-    out: Path
-    method: str
-    quant: str  # the run's quant (preset.yaml); the adapter records it too and merge follows the adapter
-    dtype: str | None  # output.merge_dtype
-    pissa_init: str | None  # where PiSSA's init (A0, B0) comes from, for a PiSSA run
-
-
-def resolve_run_dir(path: str | Path, *, base: str | Path | None = None, adapter: str | Path | None = None,
-                    out: str | Path | None = None, fmt: str | None = None) -> RunInputs:
-    """Base, adapter, quant and output of a run directory; `base`/`adapter`/`out` override what it names."""
-    import yaml
-
-    from rwkv_tune.runs import RunDir
-
-    root = Path(path)
-    run = RunDir(root)
-    if not root.is_dir() or not run.preset.is_file():
-        what = "it does not exist" if not root.exists() else "it is a file" if root.is_file() else "no preset.yaml"
-        raise ConfigError(f"{root} is not a run directory ({what})",
-                          "Pass a run directory written by `rwkv-tune train`, or --base BASE --adapter ADAPTER "
-                          "--out OUT.")
-    try:
-        raw = yaml.safe_load(run.preset.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raw = None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{run.preset} is not a readable preset", "Pass --base and --adapter explicitly.")
-    model, method = raw.get("model") or {}, raw.get("method") or {}
-    model_path = str(model if isinstance(model, str) else model.get("path") or "")
-    method_name = str(method if isinstance(method, str) else method.get("name", "lora"))
-    if base is None:
-        source = (raw.get("provenance") or {}).get("source")
-        tries = [Path(model_path)] if Path(model_path).is_absolute() else [
-            Path(model_path), root / model_path, root.parent / model_path,
-            *([Path(source).parent / model_path] if source else [])]
-        found = [p for p in tries if model_path and p.is_file()]
-        if not found:
-            raise ConfigError(f"the run's base model '{model_path}' (model.path in {run.preset}) was not found",
-                              "Pass --base with the base model's path.")
-        base = found[0]
-    if adapter is None:
-        adapter = run.adapter
-        if not run.adapter.is_file():
-            latest = run.latest_checkpoint()
-            hint = (f"Pass --adapter {latest / 'adapter.safetensors'} (the latest checkpoint)" if latest
-                    else "Has the run saved anything yet?")
-            raise ConfigError(f"{root} has no adapter.safetensors (the run has not finished)", hint)
-    kind = fmt or (Path(out).suffix.lstrip(".") if out is not None else "pth")
-    target = Path(out) if out is not None else (run.merged if kind == "pth" else root / f"merged.{kind}")
-    pissa = "the adapter (init_lora_A/B)" if method_name == "pissa" else None
-    return RunInputs(root, Path(base), Path(adapter), target, method_name, str(raw.get("quant") or "none"),
-                     (raw.get("output") or {}).get("merge_dtype"), pissa)
+from rwkv_tune.preset.schema import QUANTS
 
 
 def merge(
@@ -92,7 +31,7 @@ def merge(
     r: int | None = typer.Option(None, "--r", help="RWKV-PEFT files only: the rank, checked against the file."),
     pissa_init: Path | None = typer.Option(None, "--pissa-init", help="RWKV-PEFT PiSSA: its init_pissa.pth "
                                            "(our adapters carry their init)."),
-    quant: str | None = typer.Option(None, "--quant", help="int8|nf4|fp4|none. Default: the adapter's recorded "
+    quant: str | None = typer.Option(None, "--quant", help=f"{'|'.join(QUANTS)}. Default: the adapter's recorded "
                                      "quant, i.e. a quantized run merges into dequant(quant(W)), the weights it "
                                      "trained on; none forces the full-precision base."),
     fmt: str | None = typer.Option(None, "--format", help="pth|safetensors (default: from --out's suffix; "
@@ -110,12 +49,14 @@ def merge(
         if alpha is not None and lora_alpha is not None and alpha != lora_alpha:
             raise ConfigError(f"--alpha {alpha:g} and --lora-alpha {lora_alpha:g} disagree", "Pass --lora-alpha only.")
         lora_alpha = lora_alpha if lora_alpha is not None else alpha
-        if quant is not None and quant not in ("none", "int8", "nf4", "fp4"):
-            raise ConfigError(f"--quant {quant} is not one of none, int8, nf4, fp4", "Use --quant nf4 or --quant none.")
+        if quant is not None and quant not in QUANTS:
+            raise ConfigError(f"--quant {quant} is not one of {', '.join(QUANTS)}", "Use --quant nf4 or --quant none.")
         if fmt is not None and fmt not in ("pth", "safetensors"):
             raise ConfigError(f"--format {fmt} is not one of pth, safetensors", "Use --format pth (the default).")
         run = None
         if run_dir is not None:
+            from rwkv_tune.run_inputs import resolve_run_dir
+
             run = resolve_run_dir(run_dir, base=base, adapter=adapter, out=out, fmt=fmt)
             base, adapter, out = run.base, run.adapter, run.out
             dtype = dtype if dtype is not None else run.dtype

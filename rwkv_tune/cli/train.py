@@ -26,6 +26,8 @@ def train(
     with user_errors():
         p = preset_mod.load(preset, set_)
         if dry_run:
+            from rwkv_tune.train.plan import dry_run_plan
+
             plan = dry_run_plan(p)
             if as_json:
                 print_json(plan)
@@ -56,33 +58,6 @@ def _train_here(p, resume: str | None) -> None:
         from rwkv_tune.train.finish import merge_run
 
         merge_run(p, console=console)
-
-
-def dry_run_plan(p) -> dict:
-    """What the run will do, without torch: steps, tokens, passes over the data, VRAM estimate."""
-    from rwkv_tune.estimate import estimate
-    from rwkv_tune.preset import dump
-    from rwkv_tune.train.plan import data_tokens
-
-    est = estimate(p.model.path, method=p.method.name, rank=p.method.r, mode=p.method.mode, quant=p.quant,
-                   ctx_len=p.data.ctx_len, micro_bsz=p.train.micro_bsz, grad_cp=p.train.grad_cp,
-                   precision=p.train.precision, strategy=p.train.strategy, devices=p.train.devices,
-                   accumulate_grad_batches=p.train.accumulate_grad_batches, train_type=p.train.train_type,
-                   chunk_ctx=p.train.chunk_ctx, train_parts=list(p.method.train_parts),
-                   epoch_steps=p.train.epoch_steps, epoch_count=p.train.epoch_count)
-    tokens = data_tokens(p.data.path)
-    info = est.to_dict()
-    return {
-        "preset": dump(p),
-        "spec": est.spec.to_dict(),
-        "method": p.method_name, "quant": p.quant,
-        "trainable_params": info["trainable_params"],
-        "total_steps": p.total_steps, "real_batch": p.real_batch, "tokens_per_step": p.real_batch * p.data.ctx_len,
-        "total_tokens": p.total_tokens, "data_tokens": tokens,
-        "passes_over_data": (p.total_tokens / tokens) if tokens else None,
-        "vram_gib": est.total_gib, "vram_breakdown": est.breakdown, "gpus_fit": info["gpus_fit"],
-        "time": info["timing"],
-    }
 
 
 def _print_plan(p, plan: dict) -> None:

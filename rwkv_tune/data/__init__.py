@@ -28,8 +28,8 @@ from __future__ import annotations
 from rwkv_tune.data.binidx import Documents, read_binidx, write_binidx
 from rwkv_tune.data.loader import make_batches, open_documents
 from rwkv_tune.data.masks import LOSS_MASKS, LossMarkers, loss_flags
+from rwkv_tune.data.records import ChatTemplate, SourceOptions
 from rwkv_tune.data.sampling import IGNORE, MODES, Batch, Batches, magic_prime
-from rwkv_tune.data.sources import ChatTemplate, SourceOptions
 from rwkv_tune.data.stats import data_stats
 
 __all__ = [

@@ -3,18 +3,22 @@
 `<prefix>.idx` (little-endian): magic `MMIDIDX\\0\\0`, u64 version 1, u8 dtype code, u64 len,
 u64 doc_count, int32 sizes[len], int64 byte pointers[len], int64 doc_idx[doc_count].
 `<prefix>.bin`: the tokens of all items back to back in that dtype. One item is one document.
+`<prefix>.meta.json` (ours, optional): how `data prepare` made the pair (tokenizer, inputs, loss markers…).
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
+from rwkv_tune.checkpoint import atomic_path
 from rwkv_tune.errors import DataError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -23,6 +27,7 @@ DTYPE_CODES: dict[int, type[np.integer]] = {
     1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 8: np.uint16,
 }
 CODE_OF = {np.dtype(v): k for k, v in DTYPE_CODES.items()}
+META_FORMAT = "rwkv-tune-data/1"
 
 
 def binidx_paths(prefix: str | Path) -> tuple[Path, Path]:
@@ -37,6 +42,32 @@ def is_binidx(path: str | Path) -> bool:
     """Whether `path` names an existing binidx pair."""
     b, i = binidx_paths(path)
     return b.is_file() and i.is_file()
+
+
+def meta_path(prefix: str | Path) -> Path:
+    """Where the metadata of a binidx prefix lives."""
+    b, _ = binidx_paths(prefix)
+    return b.with_suffix(".meta.json")
+
+
+def read_meta(prefix: str | Path) -> dict[str, Any] | None:
+    """The metadata written by `data prepare`, or None for binidx made by other tools."""
+    p = meta_path(prefix)
+    if not p.is_file():
+        return None
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{p} is not valid JSON ({e})", "Delete it or re-run rwkv-tune data prepare.") from None
+    return meta if isinstance(meta, dict) and meta.get("format") == META_FORMAT else None
+
+
+def write_meta(prefix: str | Path, meta: dict[str, Any]) -> Path:
+    """Write a binidx prefix's metadata (`format` is set to META_FORMAT) atomically; return its path."""
+    path = meta_path(prefix)
+    with atomic_path(path) as t:
+        t.write_text(json.dumps({"format": META_FORMAT, **meta}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
 
 
 class Documents:
@@ -133,8 +164,6 @@ class BinIdxWriter:
     """Stream documents into `<prefix>.bin/.idx`; nothing appears under the final names unless all succeeded."""
 
     def __init__(self, prefix: str | Path, dtype: type[np.integer] = np.uint16):
-        from rwkv_tune.checkpoint import atomic_path
-
         self.bin_path, self.idx_path = binidx_paths(prefix)
         self.dtype = np.dtype(dtype)
         self.sizes: list[int] = []

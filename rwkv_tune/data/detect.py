@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rwkv_tune.data.binidx import is_binidx as _is_binidx
-from rwkv_tune.data.sources import CHAT_FIELDS, JSON_SUFFIXES, SFT_FIELDS, TEXT_SUFFIXES
+from rwkv_tune.data.readers import JSON_SUFFIXES, TEXT_SUFFIXES
+from rwkv_tune.data.records import CHAT_FIELDS, SFT_FIELDS
 
 DATA_TYPES = ("auto", "binidx", "jsonl", "sft", "chat", "text", "utf-8", "utf-16le", "numpy", "uint16", "dummy",
               "hf")

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from rwkv_tune.data.detect import HF_FILE_SUFFIXES, hf_source_kind, hub_name, is_saved_dataset
-from rwkv_tune.data.sources import Document, RecordReader, SourceOptions
+from rwkv_tune.data.readers import RecordReader
+from rwkv_tune.data.records import Document, SourceOptions
 from rwkv_tune.errors import DataError
 
 HUB_TIMEOUT = 3.0

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from rwkv_tune.data.binidx import Documents, read_binidx
+from rwkv_tune.data.binidx import Documents, read_binidx, read_meta
 from rwkv_tune.data.detect import (
     DATA_TYPES,
     HF_FILE_SUFFIXES,
@@ -23,8 +23,9 @@ from rwkv_tune.data.detect import (
     is_dummy,
 )
 from rwkv_tune.data.masks import LossMarkers
+from rwkv_tune.data.readers import DocumentReader, RecordReader
+from rwkv_tune.data.records import FORMATS, SourceOptions
 from rwkv_tune.data.sampling import Batches
-from rwkv_tune.data.sources import FORMATS, DocumentReader, RecordReader, SourceOptions
 from rwkv_tune.errors import DataError
 
 Source = str | Path | Sequence[str | Path] | Documents
@@ -151,8 +152,6 @@ def open_documents(source: Source, *, options: SourceOptions | None = None, eod:
 def default_markers(source: Source, options: SourceOptions | None = None) -> LossMarkers:
     """Loss-mask markers: from the data's metadata if `prepare` wrote it, else from the chat template."""
     if isinstance(source, str | Path) and is_binidx(source):
-        from rwkv_tune.data.prepare import read_meta
-
         meta = read_meta(source)
         if meta and "loss_markers" in meta:
             m = meta["loss_markers"]

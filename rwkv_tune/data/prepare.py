@@ -14,7 +14,6 @@ forked once the tokenizer is loaded, and by this process, which also writes the 
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -32,15 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from rwkv_tune.data.binidx import BinIdxWriter, Documents, binidx_paths, read_binidx
+from rwkv_tune.data.binidx import BinIdxWriter, Documents, binidx_paths, meta_path, read_binidx, write_meta
 from rwkv_tune.data.detect import TOKEN_TYPES
 from rwkv_tune.data.loader import document_reader, resolve_type, source_options, token_documents
-from rwkv_tune.data.sources import LineChunk, RecordReader, SourceOptions, TextBatch
+from rwkv_tune.data.readers import RecordReader
+from rwkv_tune.data.records import SourceOptions
 from rwkv_tune.data.stats import data_stats
 from rwkv_tune.data.tokenizer import VOCAB_NAME, get_tokenizer
+from rwkv_tune.data.work_units import LineChunk, Unit
 from rwkv_tune.errors import DataError
 
-META_FORMAT = "rwkv-tune-data/1"
 BATCH_CHARS = 1 << 20
 POOL_MIN_BYTES = 8 << 20
 MAX_WORKERS = 8
@@ -70,25 +70,6 @@ class PrepareResult:
                 "invalid_skipped": len(self.skipped), "skipped": self.skipped[:20], **self.stats}
 
 
-def meta_path(prefix: str | Path) -> Path:
-    """Where the metadata of a binidx prefix lives."""
-    b, _ = binidx_paths(prefix)
-    return b.with_suffix(".meta.json")
-
-
-def read_meta(prefix: str | Path) -> dict[str, Any] | None:
-    """The metadata written by `prepare`, or None for binidx made by other tools."""
-    p = meta_path(prefix)
-    if not p.is_file():
-        return None
-    try:
-        meta = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{p} is not valid JSON ({e})", "Delete it or re-run rwkv-tune data prepare.") from None
-    return meta if isinstance(meta, dict) and meta.get("format") == META_FORMAT else None
-
-
-Unit = TextBatch | LineChunk
 Encoded = tuple[bytes, list[int], list[str], int]
 
 
@@ -289,19 +270,10 @@ def _prepare_tokens(inputs: Sequence[str | Path], out: str | Path, kind: str, *,
     bin_path, idx_path = binidx_paths(out)
     formats = {docs.name: kind}
     meta = {
-        "format": META_FORMAT, "tokenizer": None, "dtype": dtype, "eod": False, "shuffle": shuffle, "seed": seed,
+        "tokenizer": None, "dtype": dtype, "eod": False, "shuffle": shuffle, "seed": seed,
         "inputs": [str(p) for p in inputs], "source_formats": formats, "suggested_loss_mask": "pad", "stats": stats,
     }
-    return PrepareResult(bin_path, idx_path, _write_meta(out, meta), stats, formats)
-
-
-def _write_meta(out: str | Path, meta: dict[str, Any]) -> Path:
-    from rwkv_tune.checkpoint import atomic_path
-
-    mpath = meta_path(out)
-    with atomic_path(mpath) as t:
-        t.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return mpath
+    return PrepareResult(bin_path, idx_path, write_meta(out, meta), stats, formats)
 
 
 def prepare(inputs: Sequence[str | Path], out: str | Path, *, options: SourceOptions | None = None,
@@ -351,11 +323,11 @@ def prepare(inputs: Sequence[str | Path], out: str | Path, *, options: SourceOpt
     fmts = sorted(set(reader.formats.values()))
     template = options.template
     meta = {
-        "format": META_FORMAT, "tokenizer": VOCAB_NAME, "dtype": "uint16", "eod": eod, "shuffle": shuffle,
+        "tokenizer": VOCAB_NAME, "dtype": "uint16", "eod": eod, "shuffle": shuffle,
         "seed": seed, "inputs": [str(f) for f in reader.files] or [str(p) for p in inputs],
         "source_formats": reader.formats, "split": split,
         "chat_template": template.to_dict(), "loss_markers": template.markers().to_dict(),
         "suggested_loss_mask": SUGGESTED_MASK.get(fmts[0], "pad") if len(fmts) == 1 else "pad", "stats": stats,
     }
-    return PrepareResult(bin_path, idx_path, _write_meta(out, meta), stats, reader.formats, reader.skipped,
+    return PrepareResult(bin_path, idx_path, write_meta(out, meta), stats, reader.formats, reader.skipped,
                          reader.empty, reader.bytes_read, encoder.workers)

@@ -89,7 +89,7 @@ FIT_FRACTION = 0.95
 # kernels); no published RWKV-PEFT speed numbers exist (rwkv-peft.md §8.3). Fit.
 MFU = 0.35
 # Throughput multipliers: bitsandbytes dequantises every weight on every forward and backward.
-QUANT_SPEED = {"none": 1.0, "int8": 0.7, "nf4": 0.6}
+QUANT_SPEED = {"none": 1.0, "int8": 0.7, "nf4": 0.6, "fp4": 0.6}  # fp4: not measured, nf4's dequant path
 # DeepSpeed CPU offload steps the optimizer on the CPU and moves weights/grads over PCIe.
 OFFLOAD_SPEED = 0.5
 # Tensor-core rate relative to bf16: tf32 runs at half rate, plain fp32 on the CUDA cores (datasheets).

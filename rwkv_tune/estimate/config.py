@@ -5,17 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from rwkv_tune.errors import ConfigError
+from rwkv_tune.preset.schema import (
+    CANONICAL_METHOD,
+    DEFAULT_TRAIN_PARTS,
+    METHODS,
+    MISS_MODES,
+    PRECISIONS,
+    QUANTS,
+    STRATEGIES,
+    TRAIN_PARTS,
+    TRAIN_TYPES,
+)
 from rwkv_tune.spec import ModelSpec
 
-METHODS = ("lora", "pissa", "disha", "bone", "bat", "miss", "state", "full")
 ADAPTER_METHODS = ("lora", "pissa", "miss")
-QUANTS = ("none", "int8", "nf4")
-PRECISIONS = ("bf16", "fp16", "fp32", "tf32")
-STRATEGIES = ("single", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
-              "deepspeed_stage_3", "deepspeed_stage_3_offload")
-TRAIN_TYPES = ("normal", "infctx")
-MISS_MODES = ("bone", "bat")
-DEFAULT_TRAIN_PARTS = ("time", "ln")  # RWKV-PEFT's default: adapters also train time-mix vectors and norms
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def _positive(key: str, value: int) -> None:
 
 def check(cfg: Config, spec: ModelSpec) -> None:
     """Raise ConfigError (one line: key, value, fix) for a configuration that cannot run."""
-    _choice("method", cfg.method, ("lora", "pissa", "miss", "state", "full"))
+    _choice("method", cfg.method, tuple(dict.fromkeys(CANONICAL_METHOD.get(m, m) for m in METHODS)))
     _choice("mode", cfg.mode, MISS_MODES)
     _choice("quant", cfg.quant, QUANTS)
     _choice("precision", cfg.precision, PRECISIONS)
@@ -121,6 +124,6 @@ def check(cfg: Config, spec: ModelSpec) -> None:
         if bad_targets:
             raise ConfigError(f"target {bad_targets[0]!r} is not a Linear of RWKV-{spec.version}",
                               f"Use any of: {', '.join(sorted(linears))}.")
-    unknown = [p for p in cfg.parts if p not in ("time", "ln", "emb", "head")]
+    unknown = [p for p in cfg.parts if p not in TRAIN_PARTS]
     if unknown:
-        raise ConfigError(f"unknown train_parts entry {unknown[0]!r}", "Use any of: time, ln, emb, head.")
+        raise ConfigError(f"unknown train_parts entry {unknown[0]!r}", f"Use any of: {', '.join(TRAIN_PARTS)}.")

@@ -12,6 +12,7 @@ from rwkv_tune.estimate.gpus import GPU, GPUS
 from rwkv_tune.estimate.vram import Params, count_params, vram
 from rwkv_tune.spec import ModelSpec
 
+QUANT_BITS = {"none": 16, "int8": 8, "nf4": 4, "fp4": 4}  # frozen weight bits: a fix only suggests fewer
 MAX_MICRO_BSZ = 4096
 MAX_CTX_LEN = 1 << 20
 CTX_STEP = 16  # v7's kernel needs multiples of 16; the others are happy with them too
@@ -85,7 +86,7 @@ def _candidates(spec: ModelSpec, cfg: Config) -> list[tuple[str, str, str, Confi
         out.append(("grad_cp", "off→on", "--grad-cp", replace(cfg, grad_cp=True), False))
     if cfg.method != "full":
         for q in ("int8", "nf4"):
-            if ("none", "int8", "nf4").index(q) > ("none", "int8", "nf4").index(cfg.quant):
+            if QUANT_BITS[q] < QUANT_BITS[cfg.quant]:
                 out.append(("quant", f"{cfg.quant}→{q}", f"--quant {q}", replace(cfg, quant=q), False))
     if cfg.micro_bsz > 1:
         b = cfg.micro_bsz // 2
@@ -114,8 +115,9 @@ def _candidates(spec: ModelSpec, cfg: Config) -> list[tuple[str, str, str, Confi
     return out
 
 
-def knobs(spec: ModelSpec, cfg: Config, gpu: GPU | None) -> list[Knob]:
-    """Every single-knob change that lowers the peak, by how much, and whether it alone fits `gpu`."""
+def knobs(spec: ModelSpec, cfg: Config, gpu: GPU | None, min_saving_gib: float = 0.005) -> list[Knob]:
+    """Every single-knob change that lowers the peak (by more than `min_saving_gib`), by how much, and
+    whether it alone fits `gpu`."""
     base = vram(spec, cfg).total_gib
     result = []
     for knob, change, flags, new, changes_training in _candidates(spec, cfg):
@@ -124,7 +126,7 @@ def knobs(spec: ModelSpec, cfg: Config, gpu: GPU | None) -> list[Knob]:
         except ConfigError:
             continue
         total = vram(spec, new).total_gib
-        if base - total > 0.005:
+        if base - total > min_saving_gib:
             result.append(Knob(knob, change, flags, base - total, total, fits(total, gpu) if gpu else None,
                                changes_training))
     return sorted(result, key=lambda k: (k.changes_training, -k.saves_gib))
@@ -175,3 +177,17 @@ def _cost(k: Knob) -> tuple[int, float]:
     """Among knobs that fit: cheapest in speed and quality first (grad_cp, micro_bsz, …), then the mildest."""
     order = {"grad_cp": 0, "micro_bsz": 1, "train_type": 2, "quant": 3, "strategy": 4}
     return order.get(k.knob, 5), k.saves_gib
+
+
+PRESET_KEYS = {"grad_cp": "train.grad_cp", "quant": "quant", "micro_bsz": "train.micro_bsz",
+               "train_type": "train.train_type", "strategy": "train.strategy", "devices": "train.devices",
+               "rank": "method.r", "ctx_len": "data.ctx_len"}
+
+
+def oom_advice(spec: ModelSpec, cfg: Config, limit: int = 4) -> list[str]:
+    """What to try after running out of memory, in preset keys: one change per knob, those that keep what is
+    learned first, then by saving (any saving counts: the estimate is rough where the run did not fit)."""
+    best: dict[str, Knob] = {}
+    for k in knobs(spec, cfg, None, min_saving_gib=0.0):
+        best.setdefault(k.knob, k)
+    return [f"{PRESET_KEYS.get(k.knob, k.knob)} {k.change}" for k in list(best.values())[:limit]]

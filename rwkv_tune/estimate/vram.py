@@ -110,7 +110,7 @@ def _count_params(spec: ModelSpec, cfg: Config) -> Params:
                 c["adapter"] += cfg.rank * (in_f + out_f)
             elif cfg.mode == "bat":
                 c["adapter"] += in_f * cfg.rank
-            else:
+            else:  # bone; mini (r·mini_r) is counted as bone, an upper bound
                 c["adapter"] += cfg.rank * out_f
         if dense:
             c["dense"] += n
@@ -197,7 +197,7 @@ def _layer_fixed_bytes(cfg: Config, p: Params) -> float:
 def _frozen_linear_bytes(cfg: Config, p: Params) -> float:
     if cfg.quant == "int8":
         return p.frozen_linear * cal.INT8_BYTES + p.frozen_linear_rows * cal.INT8_ROW_SCALE_BYTES
-    if cfg.quant == "nf4":
+    if cfg.quant in ("nf4", "fp4"):  # both are bitsandbytes 4-bit blocks of 64 with one absmax each
         return p.frozen_linear * cal.NF4_BYTES + p.frozen_linear_blocks * cal.NF4_ABSMAX_BYTES
     return p.frozen_linear * act_bytes(cfg)
 

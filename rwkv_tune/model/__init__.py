@@ -13,12 +13,12 @@ import torch
 
 from rwkv_tune.errors import ConfigError
 from rwkv_tune.model.common import RWKV, State
-from rwkv_tune.model.wkv import WKV7_OPS
+from rwkv_tune.model.wkv import load_op
+from rwkv_tune.preset.schema import OPS
 from rwkv_tune.spec import ModelSpec, detect, strip_wrapper_prefix
 
 __all__ = ["RWKV", "State", "build_model", "load_model", "resolve_op"]
 
-OPS = ("auto", "torch", "naive", "cuda", "fla")
 
 
 def _version_module(version: int):
@@ -38,7 +38,7 @@ def resolve_op(op: str, device: torch.device | str | None) -> str:
     if op != "auto":
         return op
     on_cuda = device is not None and torch.device(device).type == "cuda"
-    return "cuda" if on_cuda and "cuda" in WKV7_OPS else "torch"
+    return "cuda" if on_cuda and load_op("cuda") else "torch"
 
 
 def build_model(spec: ModelSpec, *, op: str = "torch", device: torch.device | str | None = None) -> RWKV:

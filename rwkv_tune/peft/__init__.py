@@ -1,9 +1,9 @@
 """Parameter-efficient fine-tuning: LoRA, PiSSA, MiSS (DiSHA Bone/Bat), state tuning, train_parts, full.
 
 Every method sits behind one interface (`base.py`): `apply(model, cfg)` returns the trainable
-parameters, `adapter_state_dict(model)` / `save_adapter` / `load_adapter` handle its self-describing
-safetensors file, and `merge(base_state_dict, adapter)` folds it into the base as a pure function on
-tensors. This package imports torch only when a method is used, so `PeftConfig` stays torch-free.
+parameters, `adapter_state_dict(model)` / `save_adapter` / `load_adapter` (`adapter.py`) handle its
+self-describing safetensors file (`adapter_file.py`), and `merge(base_state_dict, adapter)` folds it
+into the base as a pure function on tensors. This package imports torch only when a method is used, so `PeftConfig` stays torch-free.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _REGISTRY = {
     "pissa": "rwkv_tune.peft.pissa:PiSSA",
     "miss": "rwkv_tune.peft.miss:MiSS",
     "state": "rwkv_tune.peft.state:StateTuning",
-    "full": "rwkv_tune.peft.parts:Full",
+    "full": "rwkv_tune.peft.full:Full",
 }
 
 # One line on each method a user picks (bat: miss in its block-wise mode), for the `init` wizard's menu.
@@ -38,9 +38,10 @@ METHOD_HELP = {
 
 _API = {
     "apply": "base", "prepare": "base", "trainable_parameters": "base", "trainable_summary": "base",
-    "param_groups": "base", "load_adapter": "base", "target_modules": "base", "count_trainable": "base",
-    "Adapter": "adapter", "adapter_state_dict": "adapter", "save_adapter": "adapter", "read_adapter": "adapter",
-    "merge": "adapter", "merge_iter": "adapter", "fingerprint": "adapter",
+    "param_groups": "base", "target_modules": "base", "count_trainable": "base",
+    "Adapter": "adapter_file", "read_adapter": "adapter_file", "fingerprint": "fingerprint",
+    "adapter_state_dict": "adapter", "save_adapter": "adapter", "load_adapter": "adapter",
+    "merge": "adapter", "merge_iter": "adapter",
 }
 
 __all__ = ["ALIASES", "METHODS", "METHOD_HELP", "PeftConfig", "canonical_name", "default_targets", "get_method",

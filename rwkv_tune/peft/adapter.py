@@ -1,99 +1,41 @@
-"""The adapter file and the pure merge: `Adapter` (tensors + metadata), save/read, base fingerprint, `merge`.
+"""A model's adapter out and back in, and the pure merge of an adapter into a base state dict.
 
-Our adapter is a safetensors file whose keys are official names plus a suffix (`blocks.3.att.key.lora_A`,
-`….init_lora_A` for PiSSA's saved init, `….miss`), or whole official tensors for dense parts
-(`blocks.3.ln1.weight`, `blocks.3.att.time_state`). Its metadata names the method and every
-hyper-parameter, so merging never asks for (or guesses) alpha.
+`adapter_state_dict` / `save_adapter` take the adapter of a model prepared by `base.apply`;
+`load_adapter` puts one back; `merge` / `merge_iter` fold it into a base as a pure function on tensors.
+The file format itself is `adapter_file.py`, the base identity `fingerprint.py`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 
+from rwkv_tune import __version__
+from rwkv_tune.checkpoint import save_state_dict
 from rwkv_tune.errors import ConfigError, ModelFileError
-from rwkv_tune.peft.config import PeftConfig
+from rwkv_tune.peft import get_method
+from rwkv_tune.peft.adapter_file import Adapter, read_adapter
+from rwkv_tune.peft.base import (
+    AdaptedLinear,
+    Method,
+    PeftInfo,
+    apply_method,
+    target_modules,
+    trainable_parameters,
+)
+from rwkv_tune.peft.fingerprint import check_fingerprint, fingerprint
+from rwkv_tune.spec import detect
 
-FORMAT = "rwkv-tune-adapter"
-FORMAT_VERSION = "1"
-_SAMPLES = 256  # values sampled per tensor for the fingerprint
-
-
-def fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """A cheap identity of a base model: keys, shapes and a strided sample of values (as bf16).
-
-    Sampling keeps it fast on 14 GB files; casting to bf16 makes it the same whether the model was
-    loaded in fp32, bf16 or kept in the file's dtype.
-    """
-    from rwkv_tune.spec import strip_wrapper_prefix
-
-    h = sha256()
-    items = sorted((strip_wrapper_prefix(k), v) for k, v in state_dict.items())
-    for key, t in items:
-        h.update(f"{key}:{tuple(t.shape)};".encode())
-        flat = t.detach().reshape(-1)
-        n = flat.numel()
-        if n > _SAMPLES:
-            flat = flat[torch.linspace(0, n - 1, _SAMPLES, dtype=torch.float64).long().to(flat.device)]
-        h.update(flat.to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-@dataclass
-class Adapter:
-    """An adapter's tensors and what is needed to use them: method config, base identity, tool version."""
-
-    tensors: dict[str, torch.Tensor]
-    config: PeftConfig
-    base_fingerprint: str | None = None
-    base_spec: dict[str, Any] | None = None
-    model_dtype: str = "float32"
-    tool_version: str = ""
-    source: str = FORMAT  # or "rwkv-peft" for an imported RWKV-PEFT checkpoint
-    notes: list[str] = field(default_factory=list)
-
-    def linear_modules(self, method: Any) -> tuple[str, ...]:
-        """The Linear modules this adapter's per-Linear tensors name, in file order."""
-        mods = [k.rpartition(".")[0] for k in self.tensors if k.rpartition(".")[2] in method.suffixes]
-        return tuple(dict.fromkeys(mods))
-
-    def metadata(self) -> dict[str, str]:
-        """The safetensors metadata (str → str) that makes the file self-describing."""
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "method": self.config.name,
-                "config": json.dumps(self.config.to_dict()), "base_fingerprint": self.base_fingerprint or "",
-                "base_spec": json.dumps(self.base_spec or {}), "model_dtype": self.model_dtype,
-                "tool_version": self.tool_version}
-
-    @classmethod
-    def from_metadata(cls, tensors: dict[str, torch.Tensor], meta: Mapping[str, str], source: str) -> Adapter:
-        """Rebuild an Adapter from a file's tensors and metadata; refuse files that are not ours."""
-        if meta.get("format") != FORMAT:
-            raise ModelFileError(f"{source} has no rwkv-tune adapter metadata",
-                                 "If it is an RWKV-PEFT checkpoint, merge it with `rwkv-tune merge --lora-alpha A` "
-                                 "(LoRA) or `--pissa-init init_pissa.pth` (PiSSA).")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelFileError(f"{source} is adapter format {meta.get('format_version')!r}; this rwkv-tune reads "
-                                 f"{FORMAT_VERSION}", "Upgrade rwkv-tune.")
-        try:
-            config = PeftConfig.from_dict(json.loads(meta["config"]))
-            spec = json.loads(meta.get("base_spec") or "{}")
-        except (KeyError, json.JSONDecodeError):
-            raise ModelFileError(f"{source} has corrupt adapter metadata", "Re-save the adapter.") from None
-        return cls(tensors, config, meta.get("base_fingerprint") or None, spec or None,
-                   meta.get("model_dtype", "float32"), meta.get("tool_version", ""))
+__all__ = ["Adapter", "Folding", "adapter_state_dict", "check_fingerprint", "check_fits", "fingerprint",
+           "load_adapter", "merge", "merge_iter", "read_adapter", "save_adapter"]
 
 
 def adapter_state_dict(model: torch.nn.Module) -> Adapter:
     """The adapter of a model prepared by `apply`: its trainable tensors (plus PiSSA init) and metadata."""
-    from rwkv_tune import __version__
-    from rwkv_tune.peft.base import AdaptedLinear
-
     info = getattr(model, "peft_info", None)
     if info is None:
         raise ConfigError("this model has no PEFT method applied", "Call rwkv_tune.peft.apply(model, cfg) first.")
@@ -119,8 +61,6 @@ def save_adapter(model: Any, path_or_cfg: Any, path: str | Path | None = None) -
     Called as `save_adapter(model, path)`; `save_adapter(model, cfg, path)` is accepted too (cfg is
     already recorded on the model by `apply`).
     """
-    from rwkv_tune.checkpoint import save_state_dict
-
     target = Path(path if path is not None else path_or_cfg)
     if target.suffix != ".safetensors":
         raise ConfigError(f"adapter path {target} must end in .safetensors (it carries the method's metadata)",
@@ -129,37 +69,48 @@ def save_adapter(model: Any, path_or_cfg: Any, path: str | Path | None = None) -
     return save_state_dict(adapter.tensors, target, adapter.metadata())
 
 
-def read_adapter(path: str | Path) -> Adapter:
-    """Read one of our adapter files (`.safetensors` with rwkv-tune metadata)."""
-    from rwkv_tune.checkpoint import _check_file
+def load_adapter(model: nn.Module, source: Any, *, force: bool = False) -> list[nn.Parameter]:
+    """Load an adapter (path or `Adapter`) into a model: applies its method first on a fresh base model.
 
-    path = Path(path)
-    _check_file(path)
-    if path.suffix != ".safetensors":
-        raise ModelFileError(f"{path} is not an rwkv-tune adapter (.safetensors)",
-                             "For an RWKV-PEFT rwkv-N.pth use `rwkv-tune merge` with --lora-alpha/--pissa-init.")
-    from safetensors import SafetensorError, safe_open
+    On a model where the same method is already applied (a trainer resuming), only the tensors are
+    copied in, and PiSSA's frozen residual is rebuilt from the saved init if the fresh one differs.
+    """
+    adapter = source if isinstance(source, Adapter) else read_adapter(source)
+    method = get_method(adapter.config.name)
+    info: PeftInfo | None = getattr(model, "peft_info", None)
+    modules = adapter.linear_modules(method)
+    if info is None:
+        check_fingerprint(fingerprint(model.state_dict()), adapter, force=force)
+        apply_method(model, adapter.config, modules=modules, init=adapter.tensors)
+    else:
+        mine, theirs = info.config.to_dict(), adapter.config.to_dict()
+        if mine != theirs:
+            diff = next(k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
+            raise ConfigError(f"the adapter was trained with method.{diff} = {theirs.get(diff)!r}, but the model has "
+                              f"{mine.get(diff)!r}", "Resume with the preset the adapter was trained with.")
+        check_fingerprint(info.fingerprint, adapter, force=force)
+        if hasattr(method, "reinit"):
+            method.reinit(model, modules, adapter.tensors)
+    _copy_tensors(model, adapter.tensors, method)
+    return trainable_parameters(model)
 
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path} is not a readable safetensors file ({str(exc)[:120]})",
-                             "The file may be truncated; re-save it.") from None
-    return Adapter.from_metadata(tensors, meta, str(path))
 
-
-def check_fingerprint(actual: str, adapter: Adapter, *, force: bool = False) -> bool | None:
-    """True if the base matches the adapter's recorded base, None if unknown; raise on a mismatch unless forced."""
-    if not adapter.base_fingerprint:
-        return None
-    if actual == adapter.base_fingerprint:
-        return True
-    if force:
-        return False
-    raise ModelFileError(f"the adapter was trained on a different base model (fingerprint {adapter.base_fingerprint}, "
-                         f"this base is {actual})", "Pass the base model it was trained on, or --force to merge anyway.")
+@torch.no_grad()
+def _copy_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], method: Method) -> None:
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    for key, value in tensors.items():
+        target = params.get(key, buffers.get(key))
+        if target is None:
+            if key.rpartition(".")[2] in method.suffixes:
+                continue  # e.g. PiSSA init tensors already used by wrap()
+            raise ConfigError(f"adapter tensor '{key}' has no place in this model",
+                              "The adapter was trained on a different base or method.")
+        if tuple(target.shape) != tuple(value.shape):
+            raise ConfigError(f"adapter tensor '{key}' has shape {list(value.shape)}, the model expects "
+                              f"{list(target.shape)}", "The adapter was trained on a different base model.")
+        # a fresh tensor, not copy_(): the loaded model's tensors may alias the caller's state dict
+        target.data = value.detach().to(device=target.device, dtype=target.dtype).clone()
 
 
 def _split(adapter: Adapter, method: Any) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
@@ -216,8 +167,6 @@ def _check_fits(base: Mapping[str, torch.Tensor], adapter: Adapter, method: Any,
 
 def check_fits(base: Mapping[str, torch.Tensor], adapter: Adapter) -> None:
     """Raise ModelFileError naming the first adapter key that does not fit the base (or is unknown)."""
-    from rwkv_tune.peft import get_method
-
     method = get_method(adapter.config.name)
     _check_fits(base, adapter, method, *_split(adapter, method))
 
@@ -231,10 +180,6 @@ class Folding:
     """
 
     def __init__(self, base: Mapping[str, torch.Tensor], adapter: Adapter, quant: str | None = None):
-        from rwkv_tune.peft import get_method
-        from rwkv_tune.peft.base import target_modules
-        from rwkv_tune.spec import detect
-
         self.config = adapter.config
         self.method = get_method(adapter.config.name)
         self.linear, self.dense = _split(adapter, self.method)

@@ -3,7 +3,8 @@
 A method either wraps the targeted Linear layers (`AdaptedLinear`: the frozen weight keeps its
 official name `blocks.N.att.key.weight`, the adapter tensors sit beside it as `….lora_A`, `….miss`…),
 or changes other parameters (state tuning, full). Dense `train_parts` are unfrozen on top.
-`apply` records what it did in `model.peft_info`, which `adapter.adapter_state_dict` reads.
+`apply` records what it did in `model.peft_info`, which `adapter.adapter_state_dict` reads
+(and `adapter.load_adapter` puts an adapter file back through).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rwkv_tune.errors import ConfigError
+from rwkv_tune.peft import get_method
 from rwkv_tune.peft.config import ATT_TARGETS, PeftConfig, default_targets, parse_layers
+from rwkv_tune.peft.fingerprint import fingerprint
+from rwkv_tune.peft.parts import is_part
 
 if TYPE_CHECKING:  # pragma: no cover
     from rwkv_tune.spec import ModelSpec
@@ -102,12 +106,6 @@ class PeftInfo:
     layers: tuple[int, ...]
 
 
-def _lazy_method(name: str) -> Method:
-    from rwkv_tune.peft import get_method
-
-    return get_method(name)
-
-
 def linear_shapes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
     """[out, in] of every official Linear module, by module name (e.g. 'blocks.3.ffn.key')."""
     return {k[: -len(".weight")]: (s[0], s[1]) for k, s in spec.expected_shapes().items()
@@ -148,22 +146,20 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def apply(model: nn.Module, cfg: PeftConfig | dict[str, Any]) -> list[nn.Parameter]:
     """Apply a method (and `cfg.quant`) to a loaded model in place; return the trainable parameters."""
     cfg = cfg if isinstance(cfg, PeftConfig) else PeftConfig.from_dict(cfg)
-    return _apply(model, cfg)
+    return apply_method(model, cfg)
 
 
 prepare = apply
 
 
-def _apply(model: nn.Module, cfg: PeftConfig, *, modules: tuple[str, ...] | None = None,
-           init: dict[str, torch.Tensor] | None = None) -> list[nn.Parameter]:
-    from rwkv_tune.peft.adapter import fingerprint
-    from rwkv_tune.peft.parts import is_part
-
+def apply_method(model: nn.Module, cfg: PeftConfig, *, modules: tuple[str, ...] | None = None,
+                 init: dict[str, torch.Tensor] | None = None) -> list[nn.Parameter]:
+    """`apply`, with the Linear modules to wrap and their saved init tensors given (loading an adapter)."""
     if getattr(model, "peft_info", None) is not None:
         raise ConfigError(f"this model already has method {model.peft_info.config.name} applied",
                           "Load a fresh base model before applying another method.")
     spec: ModelSpec = model.spec
-    method = _lazy_method(cfg.name)
+    method = get_method(cfg.name)
     layers = parse_layers(cfg.layers, spec.n_layer) or tuple(range(spec.n_layer))
     targets = target_modules(spec, cfg)
     if modules is None:
@@ -237,10 +233,8 @@ def trainable_summary(model: nn.Module) -> dict[str, Any]:
 
 def count_trainable(spec: ModelSpec, cfg: PeftConfig | dict[str, Any]) -> dict[str, int]:
     """The trainable parameter count from the formulas alone (no model): adapter, dense parts, total."""
-    from rwkv_tune.peft.parts import is_part
-
     cfg = cfg if isinstance(cfg, PeftConfig) else PeftConfig.from_dict(cfg)
-    method = _lazy_method(cfg.name)
+    method = get_method(cfg.name)
     shapes = spec.expected_shapes()
     layers = parse_layers(cfg.layers, spec.n_layer) or tuple(range(spec.n_layer))
     linears = linear_shapes(spec)
@@ -250,49 +244,3 @@ def count_trainable(spec: ModelSpec, cfg: PeftConfig | dict[str, Any]) -> dict[s
     dense = sum(prod(shape) for name, shape in shapes.items()
                 if cfg.name == "full" or is_part(name, cfg.parts, layers))
     return {"adapter": adapter, "dense": dense, "total": adapter + dense}
-
-
-def load_adapter(model: nn.Module, source: Any, *, force: bool = False) -> list[nn.Parameter]:
-    """Load an adapter (path or `Adapter`) into a model: applies its method first on a fresh base model.
-
-    On a model where the same method is already applied (a trainer resuming), only the tensors are
-    copied in, and PiSSA's frozen residual is rebuilt from the saved init if the fresh one differs.
-    """
-    from rwkv_tune.peft.adapter import Adapter, check_fingerprint, fingerprint, read_adapter
-
-    adapter = source if isinstance(source, Adapter) else read_adapter(source)
-    method = _lazy_method(adapter.config.name)
-    info: PeftInfo | None = getattr(model, "peft_info", None)
-    modules = adapter.linear_modules(method)
-    if info is None:
-        check_fingerprint(fingerprint(model.state_dict()), adapter, force=force)
-        _apply(model, adapter.config, modules=modules, init=adapter.tensors)
-    else:
-        mine, theirs = info.config.to_dict(), adapter.config.to_dict()
-        if mine != theirs:
-            diff = next(k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
-            raise ConfigError(f"the adapter was trained with method.{diff} = {theirs.get(diff)!r}, but the model has "
-                              f"{mine.get(diff)!r}", "Resume with the preset the adapter was trained with.")
-        check_fingerprint(info.fingerprint, adapter, force=force)
-        if hasattr(method, "reinit"):
-            method.reinit(model, modules, adapter.tensors)
-    _copy_tensors(model, adapter.tensors, method)
-    return trainable_parameters(model)
-
-
-@torch.no_grad()
-def _copy_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], method: Method) -> None:
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    for key, value in tensors.items():
-        target = params.get(key, buffers.get(key))
-        if target is None:
-            if key.rpartition(".")[2] in method.suffixes:
-                continue  # e.g. PiSSA init tensors already used by wrap()
-            raise ConfigError(f"adapter tensor '{key}' has no place in this model",
-                              "The adapter was trained on a different base or method.")
-        if tuple(target.shape) != tuple(value.shape):
-            raise ConfigError(f"adapter tensor '{key}' has shape {list(value.shape)}, the model expects "
-                              f"{list(target.shape)}", "The adapter was trained on a different base model.")
-        # a fresh tensor, not copy_(): the loaded model's tensors may alias the caller's state dict
-        target.data = value.detach().to(device=target.device, dtype=target.dtype).clone()

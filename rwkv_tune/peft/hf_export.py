@@ -8,7 +8,7 @@ adapter_model.safetensors with `base_model.model.<official module>.<tensor>` key
 - PiSSA: ΔW = B·A − B₀·A₀ = [B, B₀]·[A; −A₀], a LORA of rank 2r with scale 1 (lora_alpha = 2r).
 - MiSS: MISS with init_weights true (bone), "bat" or "mini" (peft's bat indexes by output block, as ours).
 HF folders hold adapter weights only: state tuning, full fine-tuning and dense train_parts have no
-place in them, and that is refused when the preset is checked (`check_export`), not at a checkpoint.
+place in them, and that is refused when the preset is checked (`export_rules.check_export`).
 Our base fingerprint and spec go into the safetensors metadata (peft ignores it; we read it back).
 """
 
@@ -19,35 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rwkv_tune.errors import ConfigError
-
-EXPORTS = ("rwkv-peft", "peft")
-
-
-def check_export(export: str | None, method: str, mode: str = "bone", train_parts: Any = (),
-                 quant: str = "none") -> None:
-    """Refuse, when the preset is read, an `output.export` the method cannot be written in."""
-    from rwkv_tune.peft.config import canonical_name
-
-    name = canonical_name(method)
-    mode = "bat" if str(method).lower() == "bat" else mode
-    if export == "rwkv-peft" and name == "miss" and mode != "bone":
-        raise ConfigError(f"output.export = rwkv-peft cannot hold MiSS mode {mode} (RWKV-PEFT's files index bat "
-                          "blocks by input, ours by output, and it has no mini)",
-                          "Use output.export: peft (Hugging Face peft reads bat and mini), mode: bone, or no export.")
-    if export != "peft":
-        return
-    if name in ("state", "full"):
-        raise ConfigError(f"output.export = peft cannot hold method {name}: Hugging Face peft folders hold adapter "
-                          "weights only", "Use output.export: rwkv-peft, or a lora/pissa/miss method.")
-    parts = list(train_parts or [])
-    if parts:
-        raise ConfigError(f"output.export = peft cannot hold method.train_parts = {parts}: Hugging Face peft has no "
-                          "place for dense RWKV tensors (time_*, ln)",
-                          "Set method.train_parts: [] to export to peft, or use output.export: rwkv-peft.")
-    if quant != "none":
-        raise ConfigError(f"output.export = peft cannot record quant = {quant}: peft would merge into the "
-                          "full-precision weights, not the quantized ones the adapter trained on",
-                          "Use quant: none, or merge with `rwkv-tune merge` (it follows the recorded quant).")
+from rwkv_tune.peft.export_rules import check_export
 
 
 def hf_tensors(adapter: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -121,6 +93,6 @@ def write_hf_adapter(adapter: Any, folder: str | Path, *, base_name: str | None 
 
 def export_peft(adapter_path: Path, out_dir: Path, *, base: str | None = None) -> Path:
     """`output.export: peft`: write out_dir (an HF peft folder, replaced at each checkpoint) from our adapter file."""
-    from rwkv_tune.peft.adapter import read_adapter
+    from rwkv_tune.peft.adapter_file import read_adapter
 
     return write_hf_adapter(read_adapter(adapter_path), out_dir, base_name=base)

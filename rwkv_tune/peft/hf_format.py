@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from rwkv_tune.errors import ConfigError, ModelFileError
-from rwkv_tune.peft.adapter import Adapter
+from rwkv_tune.peft.adapter_file import Adapter
 from rwkv_tune.peft.config import ALL_TARGETS, PeftConfig
 
 CONFIG_NAME = "adapter_config.json"

@@ -24,7 +24,7 @@ def describe_adapter(path: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     if path.suffix == ".safetensors" and has_our_metadata(path):
-        from rwkv_tune.peft.adapter import read_adapter
+        from rwkv_tune.peft.adapter_file import read_adapter
 
         adapter = read_adapter(path)
         return {"tool": f"rwkv-tune {adapter.tool_version}".strip(), "format": "rwkv-tune-adapter",

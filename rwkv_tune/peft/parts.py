@@ -1,21 +1,16 @@
-"""Dense training on top of (or instead of) an adapter: `train_parts` (emb, head, time, ln) and `full`.
+"""Which dense parameters train on top of an adapter: `train_parts` (emb, head, time, ln).
 
 train_parts follow RWKV-PEFT's substring rules on official names: emb → emb.weight, head →
 head.weight, time → every parameter with a name part starting with "time" (v5/v6 time_mix/maa/decay/
 faaaa; v7 has none but time_state), ln → ln0/ln1/ln2/ln_x/ln_out. Default on an adapter: time + ln
 (RWKV-PEFT's default); `train_parts: []` turns it off. Within `layers`, only those blocks' parts
 train; emb, head and ln_out are global. They are saved whole in the adapter and replace the base's
-tensors at merge. `full` trains every parameter; its "adapter" is the whole model.
+tensors at merge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import torch.nn as nn
-
-from rwkv_tune.peft.base import Method
-from rwkv_tune.peft.config import PeftConfig
 
 
 def part_matches(name: str, parts: Iterable[str]) -> bool:
@@ -36,10 +31,3 @@ def is_part(name: str, parts: Iterable[str], layers: tuple[int, ...]) -> bool:
     if not part_matches(name, parts):
         return False
     return not name.startswith("blocks.") or int(name.split(".")[1]) in layers
-
-
-class Full(Method):
-    name = "full"
-
-    def prepare(self, model: nn.Module, cfg: PeftConfig, layers: tuple[int, ...]) -> None:
-        model.requires_grad_(True)

@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rwkv_tune.peft.adapter import Adapter, Folding
+from rwkv_tune.peft.adapter import Folding
+from rwkv_tune.peft.adapter_file import Adapter
 
 HEAD_ROWS = 4096  # head rows upcast at a time
 

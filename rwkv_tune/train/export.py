@@ -20,7 +20,7 @@ import torch
 
 from rwkv_tune.checkpoint import atomic_path
 from rwkv_tune.peft.config import PeftConfig
-from rwkv_tune.peft.hf_export import check_export
+from rwkv_tune.peft.export_rules import check_export
 
 
 def lora_alpha_for_rwkv_peft(cfg: PeftConfig) -> tuple[int, float]:
@@ -88,7 +88,7 @@ def _merge_note(cfg: PeftConfig, commands: tuple[str, str]) -> str:
 
 def export_rwkv_peft(adapter_path: Path, out_dir: Path, index: int, *, base: str = "BASE.pth") -> Path:
     """Write out_dir/rwkv-{index}.pth (index 0 first, as RWKV-PEFT), init_pissa.pth and MERGE.txt."""
-    from rwkv_tune.peft.adapter import read_adapter
+    from rwkv_tune.peft.adapter_file import read_adapter
 
     adapter = read_adapter(adapter_path)
     cfg = adapter.config

@@ -27,7 +27,10 @@ from rwkv_tune.preset import Preset, check_against_spec, check_machine, dump
 from rwkv_tune.runs import EventWriter, RunDir
 from rwkv_tune.train import methods
 from rwkv_tune.train.checkpointing import load_trainer_state, rng_state, save_checkpoint, set_rng_state
+from rwkv_tune.train.control import ControlFile
+from rwkv_tune.train.evaluation import evaluate, samples
 from rwkv_tune.train.losses import sequence_loss
+from rwkv_tune.train.plan import out_of_memory_advice
 from rwkv_tune.train.schedules import learning_rate
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32}
@@ -108,6 +111,7 @@ class Trainer:
         self.losses: list[float] = []
         self.saved_step = -1
         self.resumed_from: int | None = None
+        self.control = ControlFile(self.run.control, rank=rank, world_size=world_size, engine=engine)
 
     # ----------------------------------------------------------------- setup
     def emit(self, event: str, **payload: Any) -> None:
@@ -303,42 +307,11 @@ class Trainer:
         self.emit("checkpoint", step=self.step, epoch=epoch, path=str(path))
         return path
 
-    def _read_control(self) -> str | None:
-        """The dashboard's control word, read by rank 0 and shared with every rank."""
-        word = None
-        control = self.run.control
-        if self.rank == 0 and control.exists():
-            word = control.read_text().strip()
-            control.unlink(missing_ok=True)
-        if self.engine is not None and self.world_size > 1:
-            word = self.engine.broadcast(word)
-        return word
-
-    def _poll_control(self) -> None:
-        word = self._read_control()
-        if word is None:
-            return
-        self.emit("control", action=word)
-        if word == "save":
-            self._checkpoint()
-        elif word == "stop":
-            self.stop_reason = "stopped"
-        elif word == "pause":
-            while self.stop_reason is None:
-                time.sleep(0.2)
-                word = self._read_control()
-                if word in ("resume", "pause"):
-                    self.emit("control", action="resume")
-                    break
-                if word == "stop":
-                    self.emit("control", action="stop")
-                    self.stop_reason = "stopped"
-
     def fit(self) -> TrainResult:
         p = self.preset
         self.started = time.time()
+        self.control.clear()
         if self.rank == 0:
-            self.run.control.unlink(missing_ok=True)  # a stale word from an earlier session must not act now
             self.write_resolved_preset()
         self.emit("run_start", run=str(self.run.root), preset=p.to_dict(), plan=self.plan(), spec=self.spec.to_dict(),
                   resumed_from_step=self.resumed_from, tool=__version__)
@@ -374,7 +347,9 @@ class Trainer:
                     self._checkpoint()
                 self._maybe_eval()
                 self._maybe_sample()
-                self._poll_control()
+                if self.control.poll(emit=self.emit, save=self._checkpoint,
+                                     stopping=lambda: self.stop_reason is not None):
+                    self.stop_reason = "stopped"
             reason = self.stop_reason or "finished"
             if reason != "diverged" and self.saved_step != self.step:
                 self._checkpoint()
@@ -389,36 +364,11 @@ class Trainer:
     def _out_of_memory(self) -> UserError:
         p = self.preset
         self.optimizer.zero_grad(set_to_none=True)
-        knobs = []
-        if p.train.micro_bsz > 1:
-            knobs.append(f"train.micro_bsz {p.train.micro_bsz}→{max(1, p.train.micro_bsz // 2)}")
-        if not p.train.grad_cp:
-            knobs.append("train.grad_cp: true")
-        if p.quant == "none" and p.method_name not in ("full",):
-            knobs.append("quant: nf4")
-        knobs.append(f"data.ctx_len {p.data.ctx_len}→{max(16, p.data.ctx_len // 2)} (or train_type: infctx)")
+        advice = out_of_memory_advice(p, self.spec)
         return UserError(f"out of GPU memory at step {self.step + 1} (micro_bsz {p.train.micro_bsz}, ctx_len "
                          f"{p.data.ctx_len}, grad_cp {p.train.grad_cp}, quant {p.quant}); nothing was written",
-                         f"Try {', '.join(knobs)}; `rwkv-tune estimate {p.source or 'PRESET'}` shows what fits.")
-
-    def _maybe_sample(self) -> None:
-        t = self.preset.train
-        if self.rank != 0 or not t.sample_every or not t.sample_prompts or self.step % t.sample_every:
-            return
-        from rwkv_tune.data.tokenizer import get_tokenizer
-        from rwkv_tune.generate import Sampling, generate_text
-
-        was_training = self.model.training
-        self.model.eval()
-        for prompt in t.sample_prompts:
-            if max(get_tokenizer().encode(prompt) or [0]) >= self.spec.vocab_size:
-                self.emit("warning", message=f"sample prompt {prompt!r} has tokens beyond the model's vocab "
-                          f"({self.spec.vocab_size}); skipped")
-                continue
-            text = "".join(generate_text(self.model, prompt, Sampling(max_tokens=t.sample_tokens, temperature=1.0,
-                                                                      top_p=0.85, seed=self.step)))
-            self.emit("sample", step=self.step, prompt=prompt, text=text)
-        self.model.train(was_training)
+                         (f"Try {', '.join(advice)}; " if advice else "")
+                         + f"`rwkv-tune estimate {p.source or 'PRESET'}` shows what fits.")
 
     def _maybe_eval(self) -> None:
         d = self.preset.data
@@ -427,20 +377,13 @@ class Trainer:
         loss = evaluate(self.model, d.eval_path, self.preset, self.device, batches=d.eval_batches)
         self.emit("eval", step=self.step, loss=loss, ppl=math.exp(min(loss, 50)))
 
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, path: str, preset: Preset, device: torch.device, *, batches: int) -> float:
-    """Mean loss over the first `batches` batches of a held-out set."""
-    from rwkv_tune.data import make_batches
-
-    was_training = model.training
-    model.eval()
-    data = make_batches(path, mode="pad", ctx_len=preset.data.ctx_len, micro_bsz=preset.train.micro_bsz,
-                        loss_mask=preset.data.loss_mask, seed=0, shuffle=False, vocab_size=model.spec.vocab_size)
-    total, count = 0.0, 0
-    for _ in range(batches):
-        x, y = next(data)
-        s, n = sequence_loss(model, x.to(device), y.to(device), scale=0.0, l2wrap=False, backward=False)
-        total, count = total + s, count + n
-    model.train(was_training)
-    return total / max(1, count)
+    def _maybe_sample(self) -> None:
+        t = self.preset.train
+        if self.rank != 0 or not t.sample_every or not t.sample_prompts or self.step % t.sample_every:
+            return
+        for prompt, text in samples(self.model, t.sample_prompts, max_tokens=t.sample_tokens, seed=self.step):
+            if text is None:
+                self.emit("warning", message=f"sample prompt {prompt!r} has tokens beyond the model's vocab "
+                          f"({self.spec.vocab_size}); skipped")
+            else:
+                self.emit("sample", step=self.step, prompt=prompt, text=text)

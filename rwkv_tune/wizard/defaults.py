@@ -9,12 +9,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from rwkv_tune.preset.schema import Preset
 from rwkv_tune.spec import ModelSpec
 from rwkv_tune.wizard.methods import method_parts
 from rwkv_tune.wizard.state import FLAG_ONLY, FLOW, State
 
 if TYPE_CHECKING:  # pragma: no cover
     from rwkv_tune.estimate import Estimate
+
+_DEFAULT = Preset()  # the schema's defaults, for answers that have no recommendation of their own
+_SCHEMA_DEFAULTS = {"method": _DEFAULT.method.name, "rank": _DEFAULT.method.r, "quant": _DEFAULT.quant,
+                    "ctx_len": _DEFAULT.data.ctx_len, "micro_bsz": _DEFAULT.train.micro_bsz,
+                    "grad_cp": _DEFAULT.train.grad_cp, "precision": _DEFAULT.train.precision,
+                    "devices": _DEFAULT.train.devices, "strategy": _DEFAULT.train.strategy}
 
 
 def recommended_rank(spec: ModelSpec | None, method: str) -> int:
@@ -41,8 +48,7 @@ def _peek(key: str, state: State, values: Mapping[str, Any]) -> Any:
         return values[key]
     if key in state.answers:
         return state.answers[key]
-    return {"method": "lora", "rank": 64, "quant": "none", "ctx_len": 1024, "micro_bsz": 1, "grad_cp": True,
-            "precision": "bf16", "devices": 1, "strategy": "single", "gpu": None, **FLAG_ONLY}.get(key)
+    return {**_SCHEMA_DEFAULTS, "gpu": None, **FLAG_ONLY}.get(key)
 
 
 def default(key: str, state: State, values: Mapping[str, Any] | None = None) -> Any:

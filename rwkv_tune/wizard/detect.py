@@ -85,7 +85,7 @@ def inspect_data(path: str) -> DataInfo:
     The binidx pair and the data-file suffixes follow `rwkv_tune.data` (what the trainer and `data prepare` read).
     """
     from rwkv_tune.data.detect import is_binidx
-    from rwkv_tune.data.sources import JSON_SUFFIXES, TEXT_SUFFIXES
+    from rwkv_tune.data.readers import JSON_SUFFIXES, TEXT_SUFFIXES
 
     p = Path(path).expanduser()
     if is_binidx(p):

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rwkv_tune.estimate.gpus import GPU
+from rwkv_tune.preset.schema import TrainSection
 from rwkv_tune.spec import ModelSpec
 from rwkv_tune.wizard.detect import DataInfo
 
 ADVANCED = ("precision", "devices", "strategy", "lr_init", "lr_final", "epoch_steps", "epoch_count")
 FLOW = ("model", "data", "gpu", "method", "rank", "quant", "ctx_len", "micro_bsz", "grad_cp", "more", *ADVANCED, "out")
 # Keys that only flags set (no question): they keep these values unless given.
-FLAG_ONLY = {"accumulate_grad_batches": 1, "train_type": "normal", "chunk_ctx": 512}
+FLAG_ONLY = {key: getattr(TrainSection(), key) for key in ("accumulate_grad_batches", "train_type", "chunk_ctx")}
 NO_GPU = "none"
 
 

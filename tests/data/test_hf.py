@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from rwkv_tune.cli import app
 from rwkv_tune.data import IGNORE, make_batches, open_documents, read_binidx
+from rwkv_tune.data.binidx import read_meta
 from rwkv_tune.data.detect import detect_data_type, hf_source_kind, is_hub_id
 from rwkv_tune.data.hf import hub_reachable
-from rwkv_tune.data.prepare import read_meta
 from rwkv_tune.data.tokenizer import get_tokenizer
 from rwkv_tune.errors import DataError
 

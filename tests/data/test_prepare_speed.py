@@ -13,7 +13,8 @@ import pytest
 
 import rwkv_tune.data.prepare as prep
 from rwkv_tune.data import read_binidx
-from rwkv_tune.data.sources import DocumentReader, SourceOptions
+from rwkv_tune.data.readers import DocumentReader
+from rwkv_tune.data.records import SourceOptions
 from rwkv_tune.data.tokenizer import get_tokenizer
 from rwkv_tune.errors import DataError
 
@@ -120,7 +121,7 @@ def test_a_lone_surrogate_is_reported_before_a_later_bad_line(tmp_path, workers)
                                   '{"a": 1}\u3000\n', '{"a": 1}\x0b\n', "nope\n", "\ufeff{}\n", "[1, 2]\n",
                                   '"s"\n', '{"a": NaN}\n', "{}{}\n", ""])
 def test_json_lines_parse_exactly_as_json_loads(line):
-    from rwkv_tune.data.sources import _loads
+    from rwkv_tune.data.records import loads
 
     def outcome(fn):
         try:
@@ -128,7 +129,7 @@ def test_json_lines_parse_exactly_as_json_loads(line):
         except json.JSONDecodeError as e:
             return "error", e.msg, e.colno
 
-    assert outcome(_loads) == outcome(json.loads)
+    assert outcome(loads) == outcome(json.loads)
 
 
 def _die(unit, eod):

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from rwkv_tune.data.sources import ChatTemplate, DocumentReader, SourceOptions
+from rwkv_tune.data.prepare import prepare
+from rwkv_tune.data.readers import DocumentReader
+from rwkv_tune.data.records import ChatTemplate, SourceOptions
 from rwkv_tune.errors import DataError
 
 
@@ -112,6 +114,20 @@ def test_invalid_json_line_fails_with_file_and_line_or_is_skipped(tmp_path):
     reader = DocumentReader([p], SourceOptions(skip_invalid=True))
     assert [d.text for d in reader] == ["ok", "also ok"]
     assert len(reader.skipped) == 1 and "bad.jsonl:2" in reader.skipped[0]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("bad_line, column", [
+    ('{"text": "' + "x" * 38 + '"', 50),  # closing brace missing: the error is at the end of the line
+    ('{"text": "ok", "n": [1, 2,, 3]}', 27),
+])
+def test_invalid_json_names_the_column_of_the_error_in_its_line(tmp_path, newline, bad_line, column):
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(("".join(f'{{"text": "doc {i}"}}{newline}' for i in range(5)) + bad_line + newline).encode())
+    with pytest.raises(DataError, match=rf"bad\.jsonl:6: invalid JSON \(.* at column {column}\)"):
+        texts([p])
+    with pytest.raises(DataError, match=rf"bad\.jsonl:6: invalid JSON \(.* at column {column}\)"):
+        prepare([p], tmp_path / "out", workers=0)  # the same reader code, on a LineChunk
 
 
 def test_invalid_utf8_and_lone_surrogate(tmp_path):

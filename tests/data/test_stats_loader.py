@@ -51,7 +51,7 @@ def test_markers_come_from_prepare_metadata(tmp_path):
     p = tmp_path / "c.jsonl"
     p.write_text(json.dumps({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]})
                  + "\n", encoding="utf-8")
-    from rwkv_tune.data.sources import ChatTemplate, SourceOptions
+    from rwkv_tune.data.records import ChatTemplate, SourceOptions
 
     prepare([p], tmp_path / "c", options=SourceOptions(template=ChatTemplate(user="Human", assistant="Bot")))
     b = make_batches(tmp_path / "c", mode="pad", ctx_len=32, micro_bsz=1, loss_mask="qa")

@@ -19,10 +19,12 @@ from typer.testing import CliRunner
 from rwkv_tune.cli import app
 from rwkv_tune.data import IGNORE, make_batches, open_documents, read_binidx
 from rwkv_tune.data.arrays import dummy_documents, load_numpy, parse_dummy
+from rwkv_tune.data.binidx import read_meta
 from rwkv_tune.data.detect import detect_data_type
 from rwkv_tune.data.loader import resolve_type
-from rwkv_tune.data.prepare import prepare, read_meta
-from rwkv_tune.data.sources import DocumentReader, SourceOptions
+from rwkv_tune.data.prepare import prepare
+from rwkv_tune.data.readers import DocumentReader
+from rwkv_tune.data.records import SourceOptions
 from rwkv_tune.data.tokenizer import get_tokenizer
 from rwkv_tune.errors import DataError
 

@@ -94,7 +94,7 @@ def test_preset_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {micro_bsz: two}\n")
     r = run(str(bad), "--size", "1.5B")
-    assert r.exit_code == 2 and "train.micro_bsz must be an integer" in text(r)
+    assert r.exit_code == 2 and "train.micro_bsz = 'two' is not a whole number" in text(r)
     broken = tmp_path / "broken.yaml"
     broken.write_text("model: [\n")
     assert run(str(broken)).exit_code == 2

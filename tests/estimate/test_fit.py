@@ -9,7 +9,16 @@ import pytest
 from rwkv_tune.errors import ConfigError
 from rwkv_tune.estimate import GPUS, estimate, find_gpu, released_spec
 from rwkv_tune.estimate.config import Config
-from rwkv_tune.estimate.fit import fits, fitting_gpus, fix, knobs, max_ctx_len, max_micro_bsz, usable_gib
+from rwkv_tune.estimate.fit import (
+    fits,
+    fitting_gpus,
+    fix,
+    knobs,
+    max_ctx_len,
+    max_micro_bsz,
+    oom_advice,
+    usable_gib,
+)
 from rwkv_tune.estimate.timing import flops_per_token
 from rwkv_tune.estimate.vram import count_params, vram
 
@@ -86,6 +95,14 @@ def test_fix_makes_it_fit_without_changing_what_is_learned():
     assert e.fix.total_gib == pytest.approx(e.total_gib - e.fix.saves_gib)
     spec = released_spec("14B")
     assert fix(spec, Config(), find_gpu("4GB")) is None  # no memory-only knob fits 13B weights in 4 GiB
+
+
+def test_oom_advice_names_preset_keys_and_keeps_what_is_learned_first():
+    spec = released_spec("7.2B")
+    advice = oom_advice(spec, Config(ctx_len=4096, micro_bsz=4, grad_cp=False))
+    assert len(advice) == 4 and advice[0].startswith("train.grad_cp ")
+    assert not any(a.startswith(("data.ctx_len", "method.r")) for a in advice)  # memory-only changes come first
+    assert oom_advice(spec, Config(ctx_len=4096, micro_bsz=4, grad_cp=False), limit=1) == ["train.grad_cp off→on"]
 
 
 def test_fitting_gpus_is_monotone_in_the_peak():

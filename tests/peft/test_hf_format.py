@@ -287,7 +287,7 @@ def test_inspect_names_an_unreadable_peft_type(tmp_path):
 
 
 def test_generate_applies_a_peft_folder_to_its_base(base, tmp_path):
-    from rwkv_tune.cli.generate import load_for_generation
+    from rwkv_tune.generate import load_for_generation
 
     folder, _ = hf_folder(base, tmp_path, CONFIGS["miss-bat"]())
     merge(base, folder, tmp_path / "merged.pth", dtype="fp32", verify=False)

@@ -158,7 +158,7 @@ def test_out_of_memory_names_the_knobs_and_writes_nothing(train_setup, monkeypat
     with pytest.raises(UserError) as info:
         run(from_dict(raw))
     message = info.value.one_line()
-    assert "out of GPU memory at step 1" in message and "micro_bsz 4→2" in message and "quant: nf4" in message
+    assert "out of GPU memory at step 1" in message and "micro_bsz 4→2" in message and "quant none→nf4" in message
     rundir = RunDir(__import__("pathlib").Path(raw["output"]["dir"]))
     assert rundir.list_checkpoints() == [] and not rundir.adapter.exists()
     assert read_events(rundir.metrics)[-1]["event"] == "error"

@@ -8,8 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-
-from rwkv_tune.tui.scripted import ScriptedRun
+from scripted_run import ScriptedRun
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 HEAVY = ("torch", "deepspeed", "bitsandbytes")
 
@@ -31,8 +32,10 @@ def test_watch_and_the_printer_load_neither_torch_nor_textual():
 def test_running_the_dashboard_and_merging_loads_no_torch(tmp_path):
     code = f"""
     import asyncio
+    import sys
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
     from rwkv_tune.tui.app import DashboardApp
-    from rwkv_tune.tui.scripted import ScriptedRun
+    from scripted_run import ScriptedRun
 
     run = ScriptedRun({str(tmp_path / "run")!r})
     run.start(); run.steps(20); run.eval(); run.warning("w"); run.done()

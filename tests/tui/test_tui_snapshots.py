@@ -5,8 +5,9 @@ The scripted run has fixed times and seeded values, so the pictures are determin
 
 from __future__ import annotations
 
+from scripted_run import ScriptedRun
+
 from rwkv_tune.tui.app import DashboardApp
-from rwkv_tune.tui.scripted import ScriptedRun
 
 
 def mid_run(root) -> ScriptedRun:

@@ -13,8 +13,7 @@ import termios
 import time
 
 import pytest
-
-from rwkv_tune.tui.scripted import ScriptedRun
+from scripted_run import ScriptedRun
 
 WATCH = ("import typer\nfrom rwkv_tune.cli.watch import watch\napp = typer.Typer()\napp.command()(watch)\n"
          "app()\n")

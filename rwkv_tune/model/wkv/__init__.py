@@ -1,7 +1,8 @@
 """The WKV recurrence ops behind one dispatch point: `wkv7` (RWKV-7) and `wkv6` (RWKV-6, and v5).
 
-Backends ("ops") are looked up by name in a registry, so faster ones (CUDA kernels, fla) slot in with
-`register_op` without touching the model code:
+Backends ("ops") are looked up by name in a registry (`registry.py`), so faster ones slot in with
+`register_op` without touching the model code; cuda and fla are imported and register themselves on
+first use (`load_op`), where they can run:
   "torch"  chunk-parallel plain PyTorch (chunked7 / chunked6), any device, autograd backward
   "naive"  one token at a time, the reference the tests compare against
 Contract shared by every op: r, log_decay, k, v (a, b) are [B, T, H, N] of any float dtype;
@@ -10,40 +11,37 @@ log_decay = log(decay) <= 0; y comes back [B, T, H, N] in r's dtype, the final s
 e.g. a trainable time_state; autograd then sums its gradient over the batch).
 """
 
+import importlib
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from rwkv_tune.model.wkv.chunked6 import wkv6_chunked
-from rwkv_tune.model.wkv.chunked7 import wkv7_chunked
-from rwkv_tune.model.wkv.naive import wkv6_naive, wkv7_naive
+from rwkv_tune.model.wkv.registry import WKV6_OPS, WKV7_OPS, register_op
 
-Wkv7Fn = Callable[..., tuple[Tensor, Tensor]]  # (r, log_decay, k, v, a, b, state) -> (y, final_state)
-Wkv6Fn = Callable[..., tuple[Tensor, Tensor]]  # (r, log_decay, k, v, u, state) -> (y, final_state)
-
-WKV7_OPS: dict[str, Wkv7Fn] = {"torch": wkv7_chunked, "naive": wkv7_naive}
-WKV6_OPS: dict[str, Wkv6Fn] = {"torch": wkv6_chunked, "naive": wkv6_naive}
-
-# Ops that exist by name but register themselves only where they can run.
-_NOT_LOADED = {
-    "cuda": "it needs an NVIDIA GPU and the compiled kernels",
-    "fla": "it needs an NVIDIA GPU and the flash-linear-attention package",
+# Ops that exist by name but are imported and registered only when first asked for, and only where
+# they can run (importing fla pulls in Triton, which `import rwkv_tune.model` must not pay for).
+_LAZY_OPS = {
+    "cuda": ("rwkv_tune.model.wkv.cuda", "it needs an NVIDIA GPU and the compiled kernels"),
+    "fla": ("rwkv_tune.model.wkv.fla", "it needs an NVIDIA GPU and the flash-linear-attention package"),
 }
+_tried: set[str] = set()
 
 
-def register_op(name: str, *, wkv7: Wkv7Fn | None = None, wkv6: Wkv6Fn | None = None) -> None:
-    """Make a backend available as op=name (for example "cuda" once its kernels are built)."""
-    if wkv7 is not None:
-        WKV7_OPS[name] = wkv7
-    if wkv6 is not None:
-        WKV6_OPS[name] = wkv6
+def load_op(op: str) -> bool:
+    """Register a lazily loaded backend (cuda, fla) if it can run here; whether op is now available."""
+    if op in _LAZY_OPS and op not in _tried:
+        _tried.add(op)
+        importlib.import_module(_LAZY_OPS[op][0]).register()
+    return op in WKV7_OPS or op in WKV6_OPS
 
 
 def _lookup(ops: dict, op: str, version: str) -> Callable:
+    if op not in ops:
+        load_op(op)
     if op in ops:
         return ops[op]
-    why = f" ({_NOT_LOADED[op]})" if op in _NOT_LOADED else ""
+    why = f" ({_LAZY_OPS[op][1]})" if op in _LAZY_OPS else ""
     raise ValueError(
         f"WKV op {op!r} is not available for {version}{why}; available: {', '.join(sorted(ops))}"
     )
@@ -118,15 +116,4 @@ def wkv6(
         return _lookup(WKV6_OPS, op, "RWKV-6/5")(r, log_decay, k, v, u, state)
 
 
-__all__ = ["WKV6_OPS", "WKV7_OPS", "register_op", "wkv6", "wkv7"]
-
-
-def _register_gpu_backends() -> None:
-    """cuda / fla register themselves only where they can run (a CUDA GPU; cheap no-ops elsewhere)."""
-    from rwkv_tune.model.wkv import cuda, fla
-
-    cuda.register()
-    fla.register()
-
-
-_register_gpu_backends()
+__all__ = ["WKV6_OPS", "WKV7_OPS", "load_op", "register_op", "wkv6", "wkv7"]

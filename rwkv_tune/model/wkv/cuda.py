@@ -24,6 +24,7 @@ from torch import Tensor
 
 from rwkv_tune.model.wkv.chunked6 import wkv6_chunked
 from rwkv_tune.model.wkv.chunked7 import wkv7_chunked
+from rwkv_tune.model.wkv.registry import register_op
 
 CHUNK_LEN = 16  # WKV_CHUNK in kernels/wkv_common.h: v7 saves a state every 16 steps
 HEAD_SIZES = (32, 64)  # one thread per state row; 64 is what released models use
@@ -362,8 +363,6 @@ def register() -> bool:
     """Make op="cuda" available when a CUDA GPU is visible; returns whether it registered."""
     if not torch.cuda.is_available():
         return False
-    from rwkv_tune.model.wkv import register_op
-
     register_op("cuda", wkv7=wkv7_cuda, wkv6=wkv6_cuda)
     return True
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rwkv_tune.model.wkv.registry import register_op
+
 
 class FlaUnavailable(RuntimeError):
     """flash-linear-attention is missing, incompatible, or cannot run here."""
@@ -117,8 +119,6 @@ def register() -> bool:
     ok, _ = status()
     if not ok:
         return False
-    from rwkv_tune.model.wkv import register_op
-
     register_op("fla", wkv7=wkv7_fla, wkv6=wkv6_fla if _functions()[2] is not None else None)
     return True
 

@@ -1,4 +1,4 @@
-"""A scripted run: deterministic events appended to a metrics.jsonl, for tests and screenshots.
+"""A scripted run: deterministic events appended to a metrics.jsonl, for the dashboard tests and screenshots.
 
 Fixed times and values (no clock, seeded noise), so what the dashboard shows is reproducible.
 """
