@@ -67,23 +67,26 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     return raw
 
 
-def _weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    st, binary = folder / WEIGHT_NAMES[0], folder / WEIGHT_NAMES[1]
-    if st.is_file():
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(st), framework="pt", device="cpu") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelFileError(f"{st} is not a readable safetensors file ({str(exc)[:120]})",
-                                 "The file may be truncated; re-save it.") from None
-    if binary.is_file():
+def _weights(folder: Path, given: Path | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The adapter tensors and safetensors metadata: the file the user named, else the folder's adapter_model.*."""
+    named = given is not None and given.is_file() and given.name != CONFIG_NAME
+    candidates = [given] if named else [folder / n for n in WEIGHT_NAMES]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise ModelFileError(f"{folder} has {CONFIG_NAME} but no {WEIGHT_NAMES[0]}",
+                             "Copy the adapter weights next to the config.")
+    if path.suffix != ".safetensors":
         from rwkv_tune.checkpoint import load_state_dict
 
-        return load_state_dict(binary), {}
-    raise ModelFileError(f"{folder} has {CONFIG_NAME} but no {WEIGHT_NAMES[0]}",
-                         "Copy the adapter weights next to the config.")
+        return load_state_dict(path), {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is not a readable safetensors file ({str(exc)[:120]})",
+                             "The file may be truncated; re-save it.") from None
 
 
 def hf_kind(raw: Mapping[str, Any]) -> str:
@@ -118,7 +121,7 @@ def read_hf_adapter(path: str | Path, *, alpha: float | None = None, r: int | No
     if raw.get("bias", "none") != "none":
         raise ModelFileError(f"{folder} trains biases (bias = {raw['bias']!r}); RWKV Linear layers have none",
                              "Train with bias: none.")
-    tensors, meta = _weights(folder)
+    tensors, meta = _weights(folder, Path(path))
     if tensors and not has_hf_keys(tensors):
         raise ModelFileError(f"{folder} has {CONFIG_NAME} but its tensors are not named base_model.model.* "
                              f"(e.g. '{next(iter(tensors))}')", "Re-save the adapter with peft's save_pretrained.")
