@@ -73,8 +73,9 @@ def generate_text(model: torch.nn.Module, prompt: str, sampling: Sampling, *,
         yield text
 
 
-def load_for_generation(source: Path, device: str = "cpu") -> torch.nn.Module:
-    """A model ready for generation: a model file as is, or a run's base model plus its latest adapter."""
+def load_for_generation(source: Path, device: str = "cpu", *, base: Path | None = None) -> torch.nn.Module:
+    """A model ready for generation: a model file as is, a run's base model plus its latest adapter, or an
+    adapter file/folder (ours, or a Hugging Face peft folder) applied to `base`."""
     from rwkv_tune.errors import ConfigError, UserError
     from rwkv_tune.model import load_model
 
@@ -84,10 +85,19 @@ def load_for_generation(source: Path, device: str = "cpu") -> torch.nn.Module:
         raise ConfigError(f"--device {device} is not auto, cpu, cuda or cuda:N", "Use --device cpu or --device cuda.")
     elif device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} but no CUDA GPU is visible", "Use --device cpu (or auto).")
+    from rwkv_tune import peft
+    from rwkv_tune.peft.identify import adapter_for_generation
+
+    adapter, adapter_base = adapter_for_generation(source, base)
+    if adapter is not None:
+        model = load_model(adapter_base)
+        peft.load_adapter(model, adapter)
+        return model.to(device).eval()
+    if base is not None:
+        raise ConfigError(f"--base applies to an adapter, and {source} is not one", "Drop --base.")
     if not source.is_dir():
         return load_model(source, device=device).eval()
 
-    from rwkv_tune import peft
     from rwkv_tune.preset import load
     from rwkv_tune.runs import RunDir
 

@@ -87,6 +87,18 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _adapter_sha256(adapter: Any) -> str | None:
+    """sha256 of the adapter file (of its weights file for a Hugging Face peft folder)."""
+    if not isinstance(adapter, (str, Path)):
+        return None
+    from rwkv_tune.peft.hf_format import WEIGHT_NAMES
+
+    path = Path(adapter)
+    if path.is_dir():
+        path = next((path / n for n in WEIGHT_NAMES if (path / n).is_file()), None)
+    return file_sha256(path) if path is not None else None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and b.samefile(a))
@@ -361,7 +373,7 @@ def merge(base: str | Path | Mapping[str, torch.Tensor], adapter: Any, out_path:
               "sha256": file_sha256(base) if isinstance(base, (str, Path)) else None,
               "fingerprint": base_fp, "spec": spec.to_dict()},
         adapter={"path": str(adapter) if isinstance(adapter, (str, Path)) else None,
-                 "sha256": file_sha256(adapter) if isinstance(adapter, (str, Path)) else None,
+                 "sha256": _adapter_sha256(adapter),
                  "pissa_init": {"path": str(pissa_init), "sha256": file_sha256(pissa_init)}
                  if isinstance(pissa_init, (str, Path)) else None,
                  "format": ad.source, "method": ad.config.name, "config": ad.config.to_dict(),

@@ -1,4 +1,4 @@
-"""`rwkv-tune generate MODEL|RUN_DIR --prompt TEXT`: stream text from a base, merged, or in-training model."""
+"""`rwkv-tune generate MODEL|RUN_DIR|ADAPTER [--base BASE] --prompt TEXT`: stream text from a base, merged, or in-training model."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from rwkv_tune.cli._common import err_console, user_errors
 
 
 def generate(
-    source: Path = typer.Argument(..., help="A model .pth/.safetensors, or a run directory (its latest adapter is "
-                                  "applied to the run's base model on the fly)."),
+    source: Path = typer.Argument(..., help="A model .pth/.safetensors, a run directory (its latest adapter is "
+                                  "applied to the run's base model on the fly), or an adapter (ours, or a Hugging "
+                                  "Face peft folder) applied to --base."),
+    base: Path | None = typer.Option(None, "--base", help="With an adapter: its base model (default: the path a peft "
+                                     "folder's adapter_config.json records)."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The text to continue."),
     max_tokens: int = typer.Option(100, "--max-tokens", min=1, help="Tokens to generate."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
@@ -26,7 +29,7 @@ def generate(
     from rwkv_tune.generate import Sampling, generate_text, load_for_generation
 
     with user_errors():
-        model = load_for_generation(source, device)
+        model = load_for_generation(source, device, base=base)
         sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
         stamps: list[float] = []
         started = time.perf_counter()

@@ -10,16 +10,22 @@ from rwkv_tune.cli._common import console, print_json, user_errors
 
 
 def inspect(
-    model: Path = typer.Argument(..., help="An RWKV-5/6/7 model file (.pth or .safetensors)."),
+    model: Path = typer.Argument(..., help="An RWKV-5/6/7 model file (.pth or .safetensors), or an adapter: ours, "
+                                 "an RWKV-PEFT rwkv-N.pth, or a Hugging Face peft folder."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Show a model's detected architecture, size, dtype and the equivalent RWKV-PEFT flags."""
+    """Show a model's detected architecture, size, dtype and the equivalent RWKV-PEFT flags (or what an adapter is)."""
     from rich.table import Table
 
     from rwkv_tune.spec import FAMILY_NAMES, detect
 
     with user_errors():
-        spec = detect(model)
+        adapter = _adapter_info(model)
+        if adapter is None:
+            spec = detect(model)
+    if adapter is not None:
+        _show_adapter(model, adapter, as_json)
+        return
     file_size = model.stat().st_size
     if as_json:
         print_json({**spec.to_dict(), "path": str(model), "file_size": file_size, "peft_flags": spec.peft_flags()})
@@ -49,6 +55,34 @@ def inspect(
     ]
     for key, value in rows:
         table.add_row(key, value)
+    console.print(table)
+
+
+def _adapter_info(path: Path) -> dict | None:
+    """What the adapter at `path` is (None for a model file); torch is loaded only for files that may be one."""
+    if path.suffix not in (".pth", ".safetensors", ".bin") and not path.is_dir():
+        return None
+    from rwkv_tune.peft.identify import describe_adapter
+
+    return describe_adapter(path)
+
+
+def _show_adapter(path: Path, info: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(info)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{path.name} (adapter)", show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column()
+    for key in ("tool", "peft_type", "method", "mode", "r", "target_r", "alpha", "rslora", "scale", "patterns",
+                "targets", "layers", "quant", "base_fingerprint", "tensors", "readable"):
+        if key in info:
+            value = info[key]
+            if key == "base_fingerprint" and not value:
+                value = "not recorded"
+            table.add_row(key.replace("_", " "), ", ".join(map(str, value)) if isinstance(value, list) else str(value))
     console.print(table)
 
 

@@ -21,8 +21,8 @@ def merge(
                                           "preset.yaml; writes RUN_DIR/merged.pth.", show_default=False),
     base: Path | None = typer.Option(None, "--base", help="The base model the adapter was trained on "
                                      "(.pth/.safetensors)."),
-    adapter: Path | None = typer.Option(None, "--adapter", help="Our adapter .safetensors, or an RWKV-PEFT "
-                                        "rwkv-N.pth."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="Our adapter .safetensors, an RWKV-PEFT "
+                                        "rwkv-N.pth, or a Hugging Face peft adapter folder."),
     out: Path | None = typer.Option(None, "--out", help="Where to write the merged model (default with RUN_DIR: "
                                     "RUN_DIR/merged.pth)."),
     lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="RWKV-PEFT LoRA files only: the lora_alpha "

@@ -8,6 +8,7 @@ recorded by RWKV-PEFT, so the caller passes it (`--lora-alpha`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,10 @@ def read_rwkv_peft(tensors: Mapping[str, torch.Tensor], *, source: str = "adapte
         name = "state" if any(k.endswith(".att.time_state") for k in sd) else "full"
         rank, cfg_extra, modules = 1, {}, []
     raw: dict[str, Any] = {"name": name, "r": rank, **cfg_extra, "train_parts": [], "extra": extra}
+    odd = [m for m in modules if not re.match(r"^blocks\.\d+\.(att|ffn)\.\w+$", m)]
+    if odd:
+        raise ModelFileError(f"{source} adapts '{odd[0]}', which is not an RWKV att/ffn Linear",
+                             "Pass an RWKV-PEFT rwkv-N.pth of an RWKV model.")
     if modules:
         raw["targets"] = sorted({".".join(m.split(".")[2:4]) for m in modules})
         raw["layers"] = sorted({int(m.split(".")[1]) for m in modules})
@@ -110,14 +115,19 @@ def load_any_adapter(adapter: Any, *, alpha: float | None = None, r: int | None 
     from rwkv_tune.checkpoint import load_state_dict
 
     init = load_state_dict(pissa_init) if isinstance(pissa_init, (str, Path)) else pissa_init
+    if isinstance(adapter, (str, Path)) and is_hf_adapter(Path(adapter)):
+        from rwkv_tune.peft.hf_format import read_hf_adapter
+
+        return read_hf_adapter(adapter, alpha=alpha, r=r, pissa_init=pissa_init)
     if isinstance(adapter, Adapter):
         ours = adapter
-    elif isinstance(adapter, (str, Path)) and Path(adapter).suffix == ".safetensors" and _has_our_metadata(adapter):
+    elif isinstance(adapter, (str, Path)) and Path(adapter).suffix == ".safetensors" and has_our_metadata(adapter):
         ours = read_adapter(adapter)
     else:
         tensors = load_state_dict(adapter) if isinstance(adapter, (str, Path)) else dict(adapter)
-        return read_rwkv_peft(tensors, source=str(adapter) if isinstance(adapter, (str, Path)) else "adapter",
-                              alpha=alpha, r=r, pissa_init=init)
+        source = str(adapter) if isinstance(adapter, (str, Path)) else "adapter"
+        _refuse_foreign(tensors, source)
+        return read_rwkv_peft(tensors, source=source, alpha=alpha, r=r, pissa_init=init)
     cfg = ours.config
     if alpha is not None and (cfg.name != "lora" or float(alpha) != cfg.alpha):
         recorded = f"alpha {cfg.alpha:g}" if cfg.name == "lora" else f"method {cfg.name} (no alpha)"
@@ -130,10 +140,41 @@ def load_any_adapter(adapter: Any, *, alpha: float | None = None, r: int | None 
     return ours
 
 
-def _has_our_metadata(path: str | Path) -> bool:
+def has_our_metadata(path: str | Path) -> bool:
     from rwkv_tune.checkpoint import _safetensors_header
 
     meta = _safetensors_header(Path(path)).get("__metadata__") or {}
     return meta.get("format") == "rwkv-tune-adapter"
 
 
+
+
+_RWKV_KEY = re.compile(r"^(blocks\.\d+\.|emb\.|head\.|ln_out\.)")
+
+
+def is_hf_adapter(path: Path) -> bool:
+    """A Hugging Face peft adapter: its folder, a file in it, or a safetensors file named like one."""
+    from rwkv_tune.peft.hf_format import has_hf_keys, hf_folder
+
+    if hf_folder(path) is not None:
+        return True
+    if path.suffix == ".safetensors" and path.is_file() and not has_our_metadata(path):
+        from rwkv_tune.checkpoint import _safetensors_header
+
+        return has_hf_keys(_safetensors_header(path))
+    return False
+
+
+def _refuse_foreign(tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse, saying what it is, a tensor file that is no adapter of ours, RWKV-PEFT's or HF peft's."""
+    from rwkv_tune.peft.hf_format import has_hf_keys
+
+    if has_hf_keys(tensors):
+        raise ModelFileError(f"{source} has Hugging Face peft keys (base_model.model.*) but no adapter_config.json "
+                             "beside it", "Pass the folder that peft's save_pretrained wrote.")
+    keys = [strip_prefix(k) for k in tensors]
+    if not keys or not any(_RWKV_KEY.match(k) for k in keys):
+        first = f", e.g. '{keys[0]}'" if keys else ""
+        raise ModelFileError(f"{source} is not an adapter: a file of {len(keys)} tensors{first}, with no rwkv-tune "
+                             "metadata, no Hugging Face peft config and no RWKV tensor names",
+                             "Pass an rwkv-tune adapter.safetensors, an RWKV-PEFT rwkv-N.pth or a peft adapter folder.")

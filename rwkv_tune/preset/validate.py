@@ -175,6 +175,10 @@ def cross_field_errors(p: Preset, *, need_paths: bool = True) -> list[ConfigErro
         errors.append(ConfigError(f"train.lr_final = {t.lr_final} is above train.lr_init = {t.lr_init} for {t.lr_schedule}",
                                   "Decaying schedules go from lr_init down to lr_final; swap them or use constant."))
     errors += method_errors(p.method, p.quant)
+    from rwkv_tune.peft.export_rules import check_export  # torch-free
+
+    with collecting(errors):
+        check_export(p.output.export, p.method.name, p.method.mode, p.method.train_parts, p.quant)
     return errors
 
 

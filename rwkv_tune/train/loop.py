@@ -294,10 +294,16 @@ class Trainer:
                             f"the previous checkpoint ({last.name if last else 'none'}) is intact",
                             "Free some space and continue with --resume auto.") from None
         epoch = self.step // self.preset.train.epoch_steps
-        if self.preset.output.export == "rwkv-peft":
+        export, base = self.preset.output.export, str(Path(self.preset.model.path).resolve())
+        if export == "rwkv-peft":  # rwkv-N.pth: N is the 0-based epoch this step belongs to, as in RWKV-PEFT
             from rwkv_tune.train.export import export_rwkv_peft
 
-            export_rwkv_peft(path / "adapter.safetensors", self.run.root / "rwkv-peft", epoch)
+            index = max(0, (self.step - 1) // self.preset.train.epoch_steps)
+            export_rwkv_peft(path / "adapter.safetensors", self.run.root / "rwkv-peft", index, base=base)
+        elif export == "peft":
+            from rwkv_tune.peft.hf_export import export_peft
+
+            export_peft(path / "adapter.safetensors", self.run.root / "peft", base=base)
         self.emit("checkpoint", step=self.step, epoch=epoch, path=str(path))
         return path
 

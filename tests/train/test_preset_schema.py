@@ -39,6 +39,8 @@ def preset_with(model, key: str, value) -> dict:
     else:
         section, name = key.split(".")
         raw.setdefault(section, {})[name] = value
+    if key == "output.export" and value == "peft":  # HF peft folders hold adapter weights only, no dense parts
+        raw["method"]["train_parts"] = []
     return raw
 
 
