@@ -117,7 +117,7 @@ class OutputSection:
     dir: str = _f("runs/run", doc="the run directory (metrics.jsonl, checkpoints, adapter, merged model)")
     merge: bool = _f(False, doc="merge the adapter into the base at the end (merged.pth)")
     merge_dtype: str | None = _f(None, choices=(None, "bf16", "fp16", "fp32"))
-    export: str | None = _f(None, choices=(None, "rwkv-peft"), doc="also write RWKV-PEFT-style rwkv-N.pth adapters")
+    export: str | None = _f(None, choices=(None, "rwkv-peft", "gguf"), doc="also write RWKV-PEFT-style rwkv-N.pth adapters")
     wandb: str = _f("", doc="W&B project name ('' disables)")
     tensorboard: bool = _f(False)
 
