@@ -135,8 +135,13 @@ def export_gguf(model: str | Path, out: str | Path, *, dtype: str = "f16", adapt
     check_output(out, [model] + ([Path(adapter)] if adapter is not None else []))
     if adapter is None:
         return _export_file(model, out, dtype, progress)
+    from rwkv_tune.export.gguf_vocab import world_vocab
     from rwkv_tune.merge import merge
+    from rwkv_tune.spec import detect
 
+    spec = detect(model)  # refuse what cannot be exported before spending a merge on it
+    arch_name(spec)
+    world_vocab(spec.vocab_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".rwkv-tune-export-", dir=out.parent) as tmp:
         merged = Path(tmp) / "merged.pth"
