@@ -125,9 +125,29 @@ def test_v7_file_layout_metadata_and_tokenizer(v7, v7_reader):
     assert len(tokens) == VOCAB and tokens[0] == "<s>" and tokens[-1] == f"[PAD{VOCAB - 1}]"
     for i in (1, 11, 12, 33, 40, 93, 261, 257, 33155, 65529):  # bytes, "\n", '\'', ' ', '"'... "\n\n", long ones
         assert tokens[i] == escape_token(tok.token_bytes(i)).decode(), i
+    assert all(llama_unescape(tokens[i]) == tok.token_bytes(i) for i in range(1, 65530))  # every token round-trips
     assert field(reader, "tokenizer.ggml.eot_token_id") == 261
     assert os.stat(v7["gguf"]).st_mode & 0o777 == 0o666 & ~_umask()
     assert not [p for p in v7["run"].iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def llama_unescape(text: str) -> bytes:
+    """llama.cpp's `llama_unescape_rwkv_token` rules: \\t \\n \\r, \\xHH, and \\c for any other c."""
+    out, i = bytearray(), 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            nxt = text[i + 1]
+            if nxt == "x":
+                out.append(int(text[i + 2:i + 4], 16))
+                i += 4
+                continue
+            out += {"t": b"\t", "n": b"\n", "r": b"\r"}.get(nxt, nxt.encode())
+            i += 2
+            continue
+        out += c.encode()
+        i += 1
+    return bytes(out)
 
 
 def _umask() -> int:
