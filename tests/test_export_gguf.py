@@ -245,6 +245,7 @@ def test_llama_cpp_matches_our_logits_greedy_and_tokenizer(version, v7, v6):
         mine = ours(torch.tensor([ids]))[0].numpy()
     assert np.abs(theirs - mine).max() < 1e-3, np.abs(theirs - mine).max()
     assert _llama_greedy(llm, 16) == _ours_greedy(ours, ids, 16)
+    llm.close()
 
 
 def _pattern_model(path: Path) -> Path:
@@ -275,3 +276,4 @@ def test_q8_0_greedy_matches_ours_on_a_clear_pattern(tmp_path):
     llm = _llama(tmp_path / "pattern-q8.gguf")
     llm.eval(ids)
     assert _llama_greedy(llm, 8) == ours
+    llm.close()
