@@ -17,6 +17,7 @@ from rwkv_tune.cli import data as data_cmd
 from rwkv_tune.cli import demo as demo_cmd
 from rwkv_tune.cli import doctor as doctor_cmd
 from rwkv_tune.cli import estimate as estimate_cmd
+from rwkv_tune.cli import export as export_cmd
 from rwkv_tune.cli import generate as generate_cmd
 from rwkv_tune.cli import init as init_cmd
 from rwkv_tune.cli import inspect as inspect_cmd
@@ -57,6 +58,7 @@ app.command("train")(train_cmd.train)
 app.command("watch")(watch_cmd.watch)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("merge")(merge_cmd.merge)
+app.command("export")(export_cmd.export)
 app.command("estimate")(estimate_cmd.estimate)
 app.command("generate")(generate_cmd.generate)
 app.command("demo")(demo_cmd.demo)

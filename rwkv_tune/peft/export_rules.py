@@ -2,7 +2,8 @@
 
 `rwkv-peft` (RWKV-PEFT's G1 rwkv-N.pth): every method except MiSS bat/mini (its bat files index blocks
 by input, ours by output; it has no mini). `peft` (a Hugging Face peft folder): lora, pissa and miss
-with no dense train_parts and no quantized base (peft has no place for either).
+with no dense train_parts and no quantized base (peft has no place for either). `gguf` (llama.cpp): every
+method but state (llama.cpp has nowhere to load a trained state).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def check_export(export: str | None, method: str, mode: str = "bone", train_part
         raise ConfigError(f"output.export = rwkv-peft cannot hold MiSS mode {mode} (RWKV-PEFT's files index bat "
                           "blocks by input, ours by output, and it has no mini)",
                           "Use output.export: peft (Hugging Face peft reads bat and mini), mode: bone, or no export.")
+    if export == "gguf" and name == "state":
+        raise ConfigError("output.export = gguf cannot hold method state: llama.cpp has no place for a trained "
+                          "initial state", "Use output.export: rwkv-peft (RWKV Runner and Ai00 load the state), or "
+                          "an adapter method (lora, pissa, miss).")
     if export != "peft":
         return
     if name in ("state", "full"):

@@ -30,7 +30,7 @@ OPS = ("auto", "torch", "cuda", "fla", "naive")
 TRAIN_TYPES = ("normal", "infctx")
 MISS_MODES = ("bone", "bat", "mini")
 MERGE_DTYPES = ("bf16", "fp16", "fp32")
-EXPORTS = ("rwkv-peft", "peft")  # output.export: extra adapter formats written at the end of a run
+EXPORTS = ("rwkv-peft", "peft", "gguf")  # output.export: extra adapter formats written at the end of a run
 TRAIN_PARTS = ("emb", "head", "time", "ln")
 ATT_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "att.gate")
 FFN_TARGETS = ("ffn.key", "ffn.value", "ffn.receptance")
@@ -125,7 +125,7 @@ class OutputSection:
     dir: str = _f("runs/run", doc="the run directory (metrics.jsonl, checkpoints, adapter, merged model)")
     merge: bool = _f(False, doc="merge the adapter into the base at the end (merged.pth)")
     merge_dtype: str | None = _f(None, choices=(None, *MERGE_DTYPES))
-    export: str | None = _f(None, choices=(None, *EXPORTS), doc="also write RWKV-PEFT-style rwkv-N.pth adapters")
+    export: str | None = _f(None, choices=(None, *EXPORTS), doc="also write: rwkv-peft (rwkv-N.pth adapters), peft (a Hugging Face peft folder), gguf (merged.gguf for llama.cpp)")
     wandb: str = _f("", doc="W&B project name ('' disables)")
     tensorboard: bool = _f(False)
 

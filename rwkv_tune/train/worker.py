@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             engine = DeepSpeedEngine(p, rank=rank, world_size=world_size)
         echo = make_printer(console) if rank == 0 and not args.quiet else None
         result = run(p, resume=args.resume, echo=echo, rank=rank, world_size=world_size, engine=engine)
-        if rank == 0 and p.output.merge and result.adapter is not None and result.reason == "finished":
+        if rank == 0 and (p.output.merge or p.output.export == "gguf") and result.adapter is not None \
+                and result.reason == "finished":  # a GGUF export is made from the merged model
             from rwkv_tune.train.finish import merge_run
 
             merge_run(p, console=console)

@@ -111,6 +111,7 @@ def preset(method, export, **extra):
     ("lora", "peft", {}, "train_parts"),
     ("state", "peft", {}, "method state"),
     ("full", "peft", {}, "method full"),
+    ("state", "gguf", {}, "gguf cannot hold method state"),
 ])
 def test_export_refused_when_the_preset_is_read(method, export, extra, words):
     with pytest.raises(ConfigError, match=words):
@@ -122,6 +123,7 @@ def test_export_accepted_where_the_format_holds_it():
     from_dict(preset("pissa", "peft", train_parts=[]))
     from_dict(preset("bone", "rwkv-peft"))
     from_dict(preset("state", "rwkv-peft"))
+    from_dict(preset("lora", "gguf"))
 
 
 def test_bat_rwkv_peft_export_fails_dry_run_in_one_line(tmp_path):
