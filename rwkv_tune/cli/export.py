@@ -37,7 +37,7 @@ def export(
         adapter, merge_options = None, None
         model = model_or_run
         if model_or_run.is_dir():
-            from rwkv_tune.cli.merge import resolve_run_dir
+            from rwkv_tune.run_inputs import resolve_run_dir
 
             run = resolve_run_dir(model_or_run)
             model, adapter, merge_options = run.base, run.adapter, {"dtype": run.dtype}
