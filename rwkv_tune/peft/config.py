@@ -18,11 +18,13 @@ METHODS = ("lora", "pissa", "miss", "state", "full")
 ALIASES = {"disha": ("miss", None), "bone": ("miss", "bone"), "bat": ("miss", "bat")}
 MODES = ("bone", "bat", "mini")
 QUANTS = ("none", "int8", "nf4", "fp4")
-TRAIN_PARTS = ("emb", "head", "time", "ln")
+TRAIN_PARTS = ("emb", "head", "time", "ln", "deepembed")  # deepembed: RWKV-7a/7b per-token tables
 DEFAULT_TRAIN_PARTS = ("time", "ln")  # RWKV-PEFT's default on top of an adapter
 ATT_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "att.gate")
 FFN_TARGETS = ("ffn.key", "ffn.value", "ffn.receptance")
-ALL_TARGETS = ATT_TARGETS + FFN_TARGETS
+# RWKV-7a/7b only (not default): the Linears that map LN0(emb) into the per-token tables, and 7b's q.
+DEEPEMBED_TARGETS = ("ffn.s_emb_x", "qkv.qq", "qkv.k_emb_x", "qkv.v_emb_x")
+ALL_TARGETS = ATT_TARGETS + FFN_TARGETS + DEEPEMBED_TARGETS
 # Per-method keys written by to_dict (besides name, quant, targets, layers, train_parts).
 _METHOD_KEYS = {"lora": ("r", "alpha", "dropout", "rslora"), "pissa": ("r", "svd_niter"),
                 "miss": ("r", "mode", "mini_r", "dropout"), "state": (), "full": ()}
@@ -38,7 +40,7 @@ def default_targets(version: int) -> tuple[str, ...]:
     """att receptance/key/value/output (+gate on v5/v6) and ffn key/value (+receptance on v5/v6)."""
     if version == 7:
         return ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value")
-    return ALL_TARGETS
+    return ATT_TARGETS + FFN_TARGETS
 
 
 def parse_layers(value: Any, n_layer: int | None = None) -> tuple[int, ...] | None:

@@ -2,7 +2,8 @@
 
 train_parts follow RWKV-PEFT's substring rules on official names: emb → emb.weight, head →
 head.weight, time → every parameter with a name part starting with "time" (v5/v6 time_mix/maa/decay/
-faaaa; v7 has none but time_state), ln → ln0/ln1/ln2/ln_x/ln_out. Default on an adapter: time + ln
+faaaa; v7 has none but time_state), ln → ln0/ln1/ln2/ln_x/ln_out (and 7b's lnq/lnk/lnv), deepembed →
+the RWKV-7a/7b per-token tables (ffn.s_emb, qkv.k_emb, qkv.v_emb). Default on an adapter: time + ln
 (RWKV-PEFT's default); `train_parts: []` turns it off. Within `layers`, only those blocks' parts
 train; emb, head and ln_out are global. They are saved whole in the adapter and replace the base's
 tensors at merge. `full` trains every parameter; its "adapter" is the whole model.
@@ -17,6 +18,8 @@ import torch.nn as nn
 from rwkv_tune.peft.base import Method
 from rwkv_tune.peft.config import PeftConfig
 
+DEEPEMBED_TABLES = ("ffn.s_emb.weight", "qkv.k_emb.weight", "qkv.v_emb.weight")  # RWKV-7a/7b [V, ·] tables
+
 
 def part_matches(name: str, parts: Iterable[str]) -> bool:
     """True if an official parameter name belongs to one of the train_parts."""
@@ -27,6 +30,8 @@ def part_matches(name: str, parts: Iterable[str]) -> bool:
         if part == "time" and any(p.startswith("time") for p in pieces):
             return True
         if part == "ln" and any(p.startswith("ln") for p in pieces):
+            return True
+        if part == "deepembed" and name.endswith(DEEPEMBED_TABLES):
             return True
     return False
 
