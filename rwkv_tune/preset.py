@@ -29,7 +29,7 @@ STRATEGIES = ("single", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_sta
               "deepspeed_stage_3", "deepspeed_stage_3_offload")
 OPS = ("auto", "torch", "cuda", "fla", "naive")
 TRAIN_TYPES = ("normal", "infctx")
-TRAIN_PARTS = ("emb", "head", "time", "ln")
+TRAIN_PARTS = ("emb", "head", "time", "ln", "deepembed")  # deepembed: RWKV-7a/7b per-token tables
 STATE_GRAD_OPS = ("auto", "torch", "naive", "cuda")  # ops whose backward returns the initial-state gradient
 
 

@@ -114,7 +114,7 @@ def probe_logits(state_dict: Mapping[str, torch.Tensor], idx: torch.Tensor, *, a
         keep = name != "rounded" or (key not in dense and key in state_dict and t.dtype == target(key, t))
         return (t if keep else t.to(target(key, t))).float()  # 'keep': the stored value is already exact
 
-    version = importlib.import_module(f"rwkv_tune.model.v{spec.version}{spec.variant[1:]}")
+    version = importlib.import_module("rwkv_tune.model.v7a" if spec.variant else f"rwkv_tune.model.v{spec.version}")
     block_type = getattr(version, "DeepEmbedBlock", Block)
     xs = {n: value("emb.weight", n, idx) for n in names}
     token_embs = {}  # 7a/7b: every block also reads LN0(emb[idx]); their x starts as it (block 0 skips ln0)

@@ -138,3 +138,32 @@ def test_7b_batched_with_cache_matches_single_rows(tiny_model):
         for row in range(2):
             alone = model(batch[row:row + 1])[0, 5:]
             assert (both[row] - alone).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("variant", ["7a", "7b"])
+def test_greedy_generation_with_growing_cache_equals_rereading(tiny_model, variant):
+    from rwkv_tune.generate import Sampling, generate_tokens
+
+    model = load_model(tiny_model(7, n_layer=2, n_embd=64, head_size=32, vocab_size=VOCAB, variant=variant)).eval()
+    prompt = tokens(7, 9)
+    out = list(generate_tokens(model, prompt, Sampling(max_tokens=6, temperature=0, stop_at_eod=False)))
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(6):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert out == ids[len(prompt):]
+
+
+def test_7b_infctx_chunks_carry_the_attention_cache(tiny_model):
+    from rwkv_tune.train.losses import sequence_loss
+
+    model = load_model(tiny_model(7, n_layer=2, n_embd=64, head_size=32, vocab_size=VOCAB, variant="7b"))
+    x = torch.tensor([tokens(20, 11), tokens(20, 12)])
+    y = torch.roll(x, -1, dims=1)
+    whole, n = sequence_loss(model, x, y, scale=1.0, backward=False)
+    chunked, _ = sequence_loss(model, x, y, scale=1.0, chunk_ctx=6, backward=False)
+    assert abs(whole - chunked) <= 1e-4 * abs(whole)
+    # gradients reach the attention from every chunk (k2 and the tables see the whole cached context)
+    model.zero_grad()
+    sequence_loss(model, x, y, scale=1.0 / n, chunk_ctx=6)
+    assert model.blocks[1].qkv.k2.grad.abs().sum() > 0 and model.blocks[0].qkv.qq.weight.grad.abs().sum() > 0
