@@ -26,6 +26,7 @@ VARIANT_NAMES = {"": "", "7a": "RWKV-7a DeepEmbed", "7b": "RWKV-7b DeepEmbed Att
 DE_RANK = 32  # 7a: each token's FFN matrix is DE_RANK × DE_RANK (a 1024-wide table row)
 DEA_DIM = 256  # 7b: width of the attention's q and k
 DEA_RANK = 32  # 7b: the k1/v1 projections that the attention cache keeps per token
+DEEPEMBED_TABLES = ("ffn.s_emb.weight", "qkv.k_emb.weight", "qkv.v_emb.weight")  # 7a/7b per-token [V, ·] tables
 _WRAPPER_PREFIXES = ("_forward_module.", "module.")
 
 # (version, n_layer, n_embd) -> the name the released models go by.

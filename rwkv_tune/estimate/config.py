@@ -121,6 +121,6 @@ def check(cfg: Config, spec: ModelSpec) -> None:
         if bad_targets:
             raise ConfigError(f"target {bad_targets[0]!r} is not a Linear of RWKV-{spec.version}",
                               f"Use any of: {', '.join(sorted(linears))}.")
-    unknown = [p for p in cfg.parts if p not in ("time", "ln", "emb", "head")]
+    unknown = [p for p in cfg.parts if p not in ("time", "ln", "emb", "head", "deepembed")]
     if unknown:
-        raise ConfigError(f"unknown train_parts entry {unknown[0]!r}", "Use any of: time, ln, emb, head.")
+        raise ConfigError(f"unknown train_parts entry {unknown[0]!r}", "Use any of: time, ln, emb, head, deepembed.")

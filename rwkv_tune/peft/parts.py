@@ -17,8 +17,7 @@ import torch.nn as nn
 
 from rwkv_tune.peft.base import Method
 from rwkv_tune.peft.config import PeftConfig
-
-DEEPEMBED_TABLES = ("ffn.s_emb.weight", "qkv.k_emb.weight", "qkv.v_emb.weight")  # RWKV-7a/7b [V, ·] tables
+from rwkv_tune.spec import DEEPEMBED_TABLES
 
 
 def part_matches(name: str, parts: Iterable[str]) -> bool:
