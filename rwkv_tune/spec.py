@@ -55,6 +55,7 @@ class ModelSpec:
     time_state: bool = False  # a trained initial state (state tuning) is stored in the file
     params: int = 0
     variant: str = ""  # v7 only: "" plain x070, "7a" DeepEmbed, "7b" DeepEmbed Attention
+    variant_vec3d: bool = False  # 7a/7b: s0 (and 7b's x_q/x_k/x_v) stored [1, 1, n] rather than [n]
 
     @property
     def variant_name(self) -> str:
@@ -94,23 +95,29 @@ class ModelSpec:
             self.lora_dims,
             layer0_v=self.layer0_v if layer0_v is None else layer0_v,
             time_state=self.time_state if time_state is None else time_state,
-            variant=self.variant,
+            variant=self.variant, variant_vec3d=self.variant_vec3d,
         )
 
 
-def deep_embed_shapes(variant: str, i: int, C: int, V: int, F: int) -> dict[str, Shape]:
-    """The keys a 7a (FFN DeepEmbed) or 7b (also `qkv` attention) layer adds to x070, in our file order."""
+def deep_embed_shapes(variant: str, i: int, C: int, V: int, F: int, vec3d: bool = False) -> dict[str, Shape]:
+    """The keys a 7a (FFN DeepEmbed) or 7b (also `qkv` attention) layer adds to x070, in our file order.
+
+    vec3d: the vectors s0, x_q, x_k, x_v as [1, 1, n] (how some writers store them) instead of [n].
+    """
     if not variant:
         return {}
+
+    def vec(n: int) -> Shape:
+        return (1, 1, n) if vec3d else (n,)
     f = f"blocks.{i}.ffn."
     s: dict[str, Shape] = {f + "s_emb.weight": (V, DE_RANK * DE_RANK), f + "s_emb_x.weight": (DE_RANK * DE_RANK, C),
-                           f + "s1": (C, DE_RANK), f + "s2": (DE_RANK, F), f + "s0": (F,)}
+                           f + "s1": (C, DE_RANK), f + "s2": (DE_RANK, F), f + "s0": vec(F)}
     if variant == "7b":
         q = f"blocks.{i}.qkv."
         s.update({q + "qq.weight": (DEA_DIM, C), q + "k1": (C, DEA_RANK), q + "k2": (DEA_RANK, DEA_DIM),
                   q + "k_emb.weight": (V, DEA_DIM), q + "k_emb_x.weight": (DEA_DIM, C),
                   q + "v1": (C, DEA_RANK), q + "v2": (DEA_RANK, C), q + "v_emb.weight": (V, C),
-                  q + "v_emb_x.weight": (C, C), q + "x_q": (DEA_DIM,), q + "x_k": (DEA_DIM,), q + "x_v": (C,),
+                  q + "v_emb_x.weight": (C, C), q + "x_q": vec(DEA_DIM), q + "x_k": vec(DEA_DIM), q + "x_v": vec(C),
                   q + "lnq.weight": (DEA_DIM,), q + "lnq.bias": (DEA_DIM,), q + "lnk.weight": (DEA_DIM,),
                   q + "lnk.bias": (DEA_DIM,), q + "lnv.weight": (C,), q + "lnv.bias": (C,)})
     return s
@@ -166,14 +173,14 @@ def _block_shapes(version: int, i: int, C: int, N: int, F: int, dims: Mapping[st
 
 def expected_shapes(version: int, n_layer: int, n_embd: int, head_size: int, vocab_size: int, dim_ffn: int,
                     lora_dims: Mapping[str, int], *, layer0_v: bool = False,
-                    time_state: bool = False, variant: str = "") -> dict[str, Shape]:
+                    time_state: bool = False, variant: str = "", variant_vec3d: bool = False) -> dict[str, Shape]:
     """The official state-dict layout for one version, in the order RWKV-LM writes it."""
     if variant and version != 7:
         raise ValueError(f"variant {variant!r} exists only for RWKV-7, not version {version}")
     shapes: dict[str, Shape] = {"emb.weight": (vocab_size, n_embd)}
     for i in range(n_layer):
         shapes.update(_block_shapes(version, i, n_embd, head_size, dim_ffn, lora_dims, layer0_v, time_state))
-        shapes.update(deep_embed_shapes(variant, i, n_embd, vocab_size, dim_ffn))
+        shapes.update(deep_embed_shapes(variant, i, n_embd, vocab_size, dim_ffn, variant_vec3d))
     shapes.update({"ln_out.weight": (n_embd,), "ln_out.bias": (n_embd,), "head.weight": (vocab_size, n_embd)})
     return shapes
 
@@ -271,8 +278,9 @@ def detect_from_shapes(shapes: Mapping[str, Shape], dtypes: Mapping[str, str] | 
 
     layer0_v = version == 7 and "blocks.0.att.v1" in keys
     time_state = any(k.endswith(".att.time_state") for k in keys)
+    vec3d = len(shapes.get("blocks.0.ffn.s0", ())) == 3
     expected = expected_shapes(version, L, C, N, V, F, dims, layer0_v=layer0_v, time_state=time_state,
-                               variant=variant)
+                               variant=variant, variant_vec3d=vec3d)
     missing = [k for k in expected if k not in shapes]
     if missing:
         what = f"is an {VARIANT_NAMES[variant]} model ({variant}) with {len(missing)} missing" if variant \
@@ -293,7 +301,7 @@ def detect_from_shapes(shapes: Mapping[str, Shape], dtypes: Mapping[str, str] | 
     return ModelSpec(
         version=version, n_layer=L, n_embd=C, n_head=H, head_size=N, vocab_size=V, dim_ffn=F,
         lora_dims=dims, dtype=dtype, layer0_v=layer0_v, time_state=time_state,
-        params=sum(prod(s) for s in shapes.values()), variant=variant,
+        params=sum(prod(s) for s in shapes.values()), variant=variant, variant_vec3d=vec3d,
     )
 
 

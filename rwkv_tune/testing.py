@@ -76,11 +76,12 @@ def _init(key: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
 def make_state_dict(version: int = 7, n_layer: int = 2, n_embd: int = 128, vocab_size: int = 1000,
                     head_size: int = 64, *, seed: int = 0, dtype: torch.dtype = torch.float32,
                     layer0_v: bool = True, time_state: bool = False, dim_ffn: int | None = None,
-                    lora_dims: dict[str, int] | None = None, variant: str = "") -> dict[str, torch.Tensor]:
+                    lora_dims: dict[str, int] | None = None, variant: str = "",
+                    variant_vec3d: bool = False) -> dict[str, torch.Tensor]:
     """A random official-format state dict (keys, order and shapes exactly as RWKV-LM writes).
 
     variant "7a" / "7b" (version 7 only) adds the DeepEmbed / DeepEmbed Attention keys of
-    reference/rwkv7-deepembed.md to each layer.
+    reference/rwkv7-deepembed.md to each layer (`variant_vec3d`: s0/x_q/x_k/x_v stored [1, 1, n]).
     """
     if version not in (5, 6, 7):
         raise ValueError(f"version must be 5, 6 or 7, not {version}")
@@ -88,7 +89,8 @@ def make_state_dict(version: int = 7, n_layer: int = 2, n_embd: int = 128, vocab
         raise ValueError(f"n_embd {n_embd} must be a multiple of head_size {head_size}")
     shapes = expected_shapes(version, n_layer, n_embd, head_size, vocab_size,
                              dim_ffn or default_dim_ffn(version, n_embd), lora_dims or default_lora_dims(version, n_embd),
-                             layer0_v=layer0_v and version == 7, time_state=time_state, variant=variant)
+                             layer0_v=layer0_v and version == 7, time_state=time_state, variant=variant,
+                             variant_vec3d=variant_vec3d)
     g = torch.Generator().manual_seed(seed)
     return {k: _init(k, s, g).to(dtype).contiguous() for k, s in shapes.items()}
 

@@ -29,7 +29,7 @@ class ChannelMix(v7.ChannelMix):
         self.s_emb_x = nn.Linear(C, D * D, bias=False)
         self.s1 = nn.Parameter(torch.zeros(C, D))
         self.s2 = nn.Parameter(torch.zeros(D, F_))
-        self.s0 = nn.Parameter(torch.zeros(F_))
+        self.s0 = nn.Parameter(torch.zeros((1, 1, F_) if spec.variant_vec3d else (F_,)))
 
     def forward(self, x: torch.Tensor, x_prev: torch.Tensor, tokens: torch.Tensor,
                 token_emb: torch.Tensor) -> torch.Tensor:

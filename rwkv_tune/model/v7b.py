@@ -59,9 +59,10 @@ class DeepEmbedAttention(nn.Module):
         self.v2 = nn.Parameter(torch.zeros(DEA_RANK, C))
         self.v_emb = nn.Embedding(V, C)
         self.v_emb_x = nn.Linear(C, C, bias=False)
-        self.x_q = nn.Parameter(torch.zeros(DEA_DIM))
-        self.x_k = nn.Parameter(torch.zeros(DEA_DIM))
-        self.x_v = nn.Parameter(torch.zeros(C))
+        lead = (1, 1) if spec.variant_vec3d else ()  # files store these mixes as [n] or [1, 1, n]
+        self.x_q = nn.Parameter(torch.zeros(*lead, DEA_DIM))
+        self.x_k = nn.Parameter(torch.zeros(*lead, DEA_DIM))
+        self.x_v = nn.Parameter(torch.zeros(*lead, C))
         self.lnq = nn.LayerNorm(DEA_DIM, eps=LN_EPS)
         self.lnk = nn.LayerNorm(DEA_DIM, eps=LN_EPS)
         self.lnv = nn.LayerNorm(C, eps=LN_EPS)

@@ -167,3 +167,18 @@ def test_7b_infctx_chunks_carry_the_attention_cache(tiny_model):
     model.zero_grad()
     sequence_loss(model, x, y, scale=1.0 / n, chunk_ctx=6)
     assert model.blocks[1].qkv.k2.grad.abs().sum() > 0 and model.blocks[0].qkv.qq.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("variant", ["7a", "7b"])
+def test_vectors_stored_with_singleton_dims_load_alike(variant):
+    from rwkv_tune.testing import make_state_dict
+
+    squeezed = make_state_dict(7, 2, 64, VOCAB, 32, variant=variant, seed=4)
+    stored_3d = make_state_dict(7, 2, 64, VOCAB, 32, variant=variant, seed=4, variant_vec3d=True)
+    assert stored_3d["blocks.1.ffn.s0"].shape == (1, 1, 256)
+    model = load_model(stored_3d)
+    assert model.spec.variant_vec3d and list(model.state_dict()) == list(stored_3d)
+    assert model.state_dict()["blocks.1.ffn.s0"].shape == (1, 1, 256)
+    ids = torch.tensor([tokens(10, 4)])
+    with torch.no_grad():
+        assert torch.allclose(model(ids), load_model(squeezed)(ids), atol=1e-6)
