@@ -56,3 +56,19 @@ def test_estimate_from_a_7b_spec_runs():
 def test_estimate_accepts_the_deepembed_part():
     result = estimate(spec_of("7a"), method="lora", rank=8, ctx_len=512, train_parts=("ln", "deepembed"))
     assert result.vram.params.dense_trainable >= L * V * 1024
+
+
+def test_cli_estimate_names_the_variant_and_counts_its_tables(tiny_model):
+    import json
+    import re
+
+    from typer.testing import CliRunner
+
+    from rwkv_tune.cli import app
+
+    path = tiny_model(7, n_layer=2, n_embd=64, head_size=32, vocab_size=300, variant="7b")
+    result = CliRunner().invoke(app, ["estimate", "--model", str(path), "--ctx-len", "256"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "RWKV-7b DeepEmbed Attention" in re.sub(r"\x1b\[[0-9;]*m", "", result.output)
+    info = json.loads(CliRunner().invoke(app, ["estimate", "--model", str(path), "--ctx-len", "256", "--json"]).stdout)
+    assert info["model"]["params"] == sum(t.numel() for t in __import__("torch").load(path).values())
