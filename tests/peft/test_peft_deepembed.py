@@ -83,7 +83,7 @@ def test_attention_targets_are_refused_on_7a_and_plain_v7(base_sd):
         peft.apply(fresh(base_sd(7)), {"name": "lora", "targets": ["ffn.s_emb_x"]})
 
 
-@pytest.mark.parametrize("key", ["lora", "miss"])
+@pytest.mark.parametrize("key", ["lora", "pissa", "miss", "full"])
 def test_merged_7a_file_loads_in_official_runtime(key, base_sd, idx, train, tmp_path):
     pytest.importorskip("rwkv")
     from rwkv_tune.checkpoint import save_state_dict
