@@ -182,3 +182,20 @@ def test_vectors_stored_with_singleton_dims_load_alike(variant):
     ids = torch.tensor([tokens(10, 4)])
     with torch.no_grad():
         assert torch.allclose(model(ids), load_model(squeezed)(ids), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["7a", "7b"])
+def test_gradient_checkpointing_gives_the_same_gradients(variant):
+    from rwkv_tune.testing import make_state_dict
+
+    model = load_model(make_state_dict(7, 2, 64, VOCAB, 32, variant=variant)).train()
+    x = torch.tensor([tokens(12, 7), tokens(12, 8)])
+    grads = []
+    for grad_cp in (False, True):
+        model.zero_grad()
+        model.grad_cp = grad_cp
+        model(x).logsumexp(-1).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and "blocks.1.ffn.s_emb_x.weight" in grads[0]
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-6), name
