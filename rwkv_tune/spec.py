@@ -21,6 +21,12 @@ Shape = tuple[int, ...]
 
 ARCH_NAMES = {5: "x052", 6: "x060", 7: "x070"}
 FAMILY_NAMES = {5: "Eagle", 6: "Finch", 7: "Goose"}
+# RWKV-7 variants: extra keys on top of x070 (reference/rwkv7-deepembed.md).
+VARIANT_NAMES = {"": "", "7a": "RWKV-7a DeepEmbed", "7b": "RWKV-7b DeepEmbed Attention"}
+DE_RANK = 32  # 7a: each token's FFN matrix is DE_RANK × DE_RANK (a 1024-wide table row)
+DEA_DIM = 256  # 7b: width of the attention's q and k
+DEA_RANK = 32  # 7b: the k1/v1 projections that the attention cache keeps per token
+DEEPEMBED_TABLES = ("ffn.s_emb.weight", "qkv.k_emb.weight", "qkv.v_emb.weight")  # 7a/7b per-token [V, ·] tables
 _WRAPPER_PREFIXES = ("_forward_module.", "module.")
 
 # (version, n_layer, n_embd) -> the name the released models go by.
@@ -48,6 +54,12 @@ class ModelSpec:
     layer0_v: bool = False  # v7 only: blocks.0.att.v0/v1/v2 present (unused by the math)
     time_state: bool = False  # a trained initial state (state tuning) is stored in the file
     params: int = 0
+    variant: str = ""  # v7 only: "" plain x070, "7a" DeepEmbed, "7b" DeepEmbed Attention
+    variant_vec3d: bool = False  # 7a/7b: s0 (and 7b's x_q/x_k/x_v) stored [1, 1, n] rather than [n]
+
+    @property
+    def variant_name(self) -> str:
+        return VARIANT_NAMES[self.variant]
 
     @property
     def arch(self) -> str:
@@ -66,6 +78,7 @@ class ModelSpec:
         d = asdict(self)
         d["arch"] = self.arch
         d["size_name"] = self.size_name
+        d["variant_name"] = self.variant_name
         return d
 
     def peft_flags(self) -> str:
@@ -82,7 +95,32 @@ class ModelSpec:
             self.lora_dims,
             layer0_v=self.layer0_v if layer0_v is None else layer0_v,
             time_state=self.time_state if time_state is None else time_state,
+            variant=self.variant, variant_vec3d=self.variant_vec3d,
         )
+
+
+def deep_embed_shapes(variant: str, i: int, C: int, V: int, F: int, vec3d: bool = False) -> dict[str, Shape]:
+    """The keys a 7a (FFN DeepEmbed) or 7b (also `qkv` attention) layer adds to x070, in our file order.
+
+    vec3d: the vectors s0, x_q, x_k, x_v as [1, 1, n] (how some writers store them) instead of [n].
+    """
+    if not variant:
+        return {}
+
+    def vec(n: int) -> Shape:
+        return (1, 1, n) if vec3d else (n,)
+    f = f"blocks.{i}.ffn."
+    s: dict[str, Shape] = {f + "s_emb.weight": (V, DE_RANK * DE_RANK), f + "s_emb_x.weight": (DE_RANK * DE_RANK, C),
+                           f + "s1": (C, DE_RANK), f + "s2": (DE_RANK, F), f + "s0": vec(F)}
+    if variant == "7b":
+        q = f"blocks.{i}.qkv."
+        s.update({q + "qq.weight": (DEA_DIM, C), q + "k1": (C, DEA_RANK), q + "k2": (DEA_RANK, DEA_DIM),
+                  q + "k_emb.weight": (V, DEA_DIM), q + "k_emb_x.weight": (DEA_DIM, C),
+                  q + "v1": (C, DEA_RANK), q + "v2": (DEA_RANK, C), q + "v_emb.weight": (V, C),
+                  q + "v_emb_x.weight": (C, C), q + "x_q": vec(DEA_DIM), q + "x_k": vec(DEA_DIM), q + "x_v": vec(C),
+                  q + "lnq.weight": (DEA_DIM,), q + "lnq.bias": (DEA_DIM,), q + "lnk.weight": (DEA_DIM,),
+                  q + "lnk.bias": (DEA_DIM,), q + "lnv.weight": (C,), q + "lnv.bias": (C,)})
+    return s
 
 
 def _block_shapes(version: int, i: int, C: int, N: int, F: int, dims: Mapping[str, int],
@@ -135,11 +173,14 @@ def _block_shapes(version: int, i: int, C: int, N: int, F: int, dims: Mapping[st
 
 def expected_shapes(version: int, n_layer: int, n_embd: int, head_size: int, vocab_size: int, dim_ffn: int,
                     lora_dims: Mapping[str, int], *, layer0_v: bool = False,
-                    time_state: bool = False) -> dict[str, Shape]:
+                    time_state: bool = False, variant: str = "", variant_vec3d: bool = False) -> dict[str, Shape]:
     """The official state-dict layout for one version, in the order RWKV-LM writes it."""
+    if variant and version != 7:
+        raise ValueError(f"variant {variant!r} exists only for RWKV-7, not version {version}")
     shapes: dict[str, Shape] = {"emb.weight": (vocab_size, n_embd)}
     for i in range(n_layer):
         shapes.update(_block_shapes(version, i, n_embd, head_size, dim_ffn, lora_dims, layer0_v, time_state))
+        shapes.update(deep_embed_shapes(variant, i, n_embd, vocab_size, dim_ffn, variant_vec3d))
     shapes.update({"ln_out.weight": (n_embd,), "ln_out.bias": (n_embd,), "head.weight": (vocab_size, n_embd)})
     return shapes
 
@@ -177,12 +218,7 @@ def detect_from_shapes(shapes: Mapping[str, Shape], dtypes: Mapping[str, str] | 
                           "Use the official RWKV .pth (e.g. from BlinkDL on Hugging Face), not the transformers conversion.")
         raise _refuse(source, "has no 'emb.weight'/'head.weight', so it is not an RWKV model",
                       "Pass an RWKV-5/6/7 .pth model file.")
-    if any(".ffn.s_emb" in k for k in keys):
-        raise _refuse(source, "is an RWKV-7 DeepEmbed variant (rwkv7a, has 'ffn.s_emb'), which is not supported",
-                      "Use a plain x070 RWKV-7 model.")
-    if any(".qkv." in k for k in keys):
-        raise _refuse(source, "is an RWKV-7 DeepEmbedAttention variant (rwkv7b, has '.qkv.' keys), which is not "
-                      "supported", "Use a plain x070 RWKV-7 model.")
+    variant = _detect_variant(keys, source)
     if "blocks.0.att.time_first" in keys:
         raise _refuse(source, "is an RWKV-4 model, which is not supported", "Use an RWKV-5.2, 6 or 7 model.")
 
@@ -234,15 +270,22 @@ def detect_from_shapes(shapes: Mapping[str, Shape], dtypes: Mapping[str, str] | 
     else:
         raise _refuse(source, "is not a recognised RWKV version (no r_k, time_maa_x or time_mix_k in layer 0)",
                       "rwkv-tune supports RWKV-5.2 (x052), RWKV-6 (x060) and RWKV-7 (x070).")
+    if variant and version != 7:
+        raise _refuse(source, f"has RWKV-7 DeepEmbed keys ('ffn.s_emb'/'qkv.') on an RWKV-{version} model",
+                      "The file mixes two architectures; re-download it.")
     if H * N != C:
         raise _refuse(source, f"has heads × head_size = {H}×{N} ≠ n_embd {C}", "The file is corrupt or edited.")
 
     layer0_v = version == 7 and "blocks.0.att.v1" in keys
     time_state = any(k.endswith(".att.time_state") for k in keys)
-    expected = expected_shapes(version, L, C, N, V, F, dims, layer0_v=layer0_v, time_state=time_state)
+    vec3d = len(shapes.get("blocks.0.ffn.s0", ())) == 3
+    expected = expected_shapes(version, L, C, N, V, F, dims, layer0_v=layer0_v, time_state=time_state,
+                               variant=variant, variant_vec3d=vec3d)
     missing = [k for k in expected if k not in shapes]
     if missing:
-        raise _refuse(source, f"is missing {len(missing)} key(s), first '{missing[0]}'",
+        what = f"is an {VARIANT_NAMES[variant]} model ({variant}) with {len(missing)} missing" if variant \
+            else f"is missing {len(missing)}"
+        raise _refuse(source, f"{what} key(s), first '{missing[0]}'",
                       "The file is incomplete or not a supported RWKV version.")
     extra = [k for k in shapes if k not in expected]
     if extra:
@@ -258,8 +301,22 @@ def detect_from_shapes(shapes: Mapping[str, Shape], dtypes: Mapping[str, str] | 
     return ModelSpec(
         version=version, n_layer=L, n_embd=C, n_head=H, head_size=N, vocab_size=V, dim_ffn=F,
         lora_dims=dims, dtype=dtype, layer0_v=layer0_v, time_state=time_state,
-        params=sum(prod(s) for s in shapes.values()),
+        params=sum(prod(s) for s in shapes.values()), variant=variant, variant_vec3d=vec3d,
     )
+
+
+_DE_FFN_RE = re.compile(r"\.ffn\.(s_emb|s_emb_x|s0|s1|s2)(\.weight)?$")
+
+
+def _detect_variant(keys: set[str], source: str) -> str:
+    """"" for plain RWKV-7, "7a" with DeepEmbed FFN keys, "7b" with those plus `qkv.*` attention keys."""
+    deep_embed = any(_DE_FFN_RE.search(k) for k in keys)
+    attention = any(".qkv." in k for k in keys)
+    if attention and not deep_embed:
+        raise _refuse(source, "has RWKV-7b DeepEmbed Attention keys ('.qkv.') but none of the DeepEmbed FFN keys "
+                      "('ffn.s_emb', 's0/s1/s2') that every 7b layer has, so it is a 7b with missing keys",
+                      "The file is incomplete or was edited; re-download it.")
+    return "7b" if attention else "7a" if deep_embed else ""
 
 
 def detect(source: str | Path | Mapping[str, Any]) -> ModelSpec:

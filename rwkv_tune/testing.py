@@ -40,16 +40,18 @@ def _init(key: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     def rand(lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(shape, generator=g)
 
-    if key == "emb.weight":
-        return randn(1.0)
+    if key == "emb.weight" or key.endswith(("s_emb.weight", "k_emb.weight", "v_emb.weight")):
+        return randn(1.0)  # the token embedding and the 7a/7b per-token tables
     if name == "weight" and len(shape) == 1:  # LayerNorm / GroupNorm scale
         return 1.0 + randn(0.1)
     if name == "bias":
         return randn(0.1)
     if name == "weight":  # Linear [out, in]
         return randn(1.0 / shape[1] ** 0.5)
-    if name.startswith(("x_", "time_maa_", "time_mix_")) and shape[:2] == (1, 1):
+    if name.startswith(("x_", "time_maa_", "time_mix_")) and (shape[:2] == (1, 1) or len(shape) == 1):
         return rand(0.0, 1.0)  # token-shift lerp coefficients
+    if name == "s0":  # 7a FFN gate bias: around 1, so the gate starts near the plain x070 FFN
+        return 1.0 + randn(0.2)
     if name == "w0":
         return rand(-3.0, 1.0)
     if name == "time_decay":
@@ -74,15 +76,21 @@ def _init(key: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
 def make_state_dict(version: int = 7, n_layer: int = 2, n_embd: int = 128, vocab_size: int = 1000,
                     head_size: int = 64, *, seed: int = 0, dtype: torch.dtype = torch.float32,
                     layer0_v: bool = True, time_state: bool = False, dim_ffn: int | None = None,
-                    lora_dims: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
-    """A random official-format state dict (keys, order and shapes exactly as RWKV-LM writes)."""
+                    lora_dims: dict[str, int] | None = None, variant: str = "",
+                    variant_vec3d: bool = False) -> dict[str, torch.Tensor]:
+    """A random official-format state dict (keys, order and shapes exactly as RWKV-LM writes).
+
+    variant "7a" / "7b" (version 7 only) adds the DeepEmbed / DeepEmbed Attention keys of
+    reference/rwkv7-deepembed.md to each layer (`variant_vec3d`: s0/x_q/x_k/x_v stored [1, 1, n]).
+    """
     if version not in (5, 6, 7):
         raise ValueError(f"version must be 5, 6 or 7, not {version}")
     if n_embd % head_size:
         raise ValueError(f"n_embd {n_embd} must be a multiple of head_size {head_size}")
     shapes = expected_shapes(version, n_layer, n_embd, head_size, vocab_size,
                              dim_ffn or default_dim_ffn(version, n_embd), lora_dims or default_lora_dims(version, n_embd),
-                             layer0_v=layer0_v and version == 7, time_state=time_state)
+                             layer0_v=layer0_v and version == 7, time_state=time_state, variant=variant,
+                             variant_vec3d=variant_vec3d)
     g = torch.Generator().manual_seed(seed)
     return {k: _init(k, s, g).to(dtype).contiguous() for k, s in shapes.items()}
 
@@ -110,9 +118,10 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab-size", type=int, default=1000)
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", default="", choices=("", "7a", "7b"), help="RWKV-7 DeepEmbed variant")
     args = parser.parse_args(argv)
     path = make_model(args.out, version=args.version, n_layer=args.n_layer, n_embd=args.n_embd,
-                      vocab_size=args.vocab_size, head_size=args.head_size, seed=args.seed)
+                      vocab_size=args.vocab_size, head_size=args.head_size, seed=args.seed, variant=args.variant)
     print(f"wrote {path}")
 
 

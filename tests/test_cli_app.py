@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from rwkv_tune import __version__
@@ -60,6 +61,16 @@ def test_inspect_table_shows_peft_flags(tiny_model):
     result = runner.invoke(app, ["inspect", str(path)], terminal_width=200)
     assert result.exit_code == 0
     assert "--my_testing x060 --n_layer 2 --n_embd 64" in plain(result.output)
+
+
+@pytest.mark.parametrize("variant,name", [("7a", "RWKV-7a DeepEmbed"), ("7b", "RWKV-7b DeepEmbed Attention")])
+def test_inspect_shows_deep_embed_variant(tiny_model, variant, name):
+    path = tiny_model(7, n_layer=1, n_embd=64, head_size=32, vocab_size=100, variant=variant)
+    result = runner.invoke(app, ["inspect", str(path)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert f"{name} ({variant})" in plain(result.output)
+    info = json.loads(runner.invoke(app, ["inspect", str(path), "--json"]).stdout)
+    assert info["variant"] == variant and info["variant_name"] == name
 
 
 def test_bad_model_is_one_line_and_exit_2(tmp_path):

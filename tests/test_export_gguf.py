@@ -203,6 +203,11 @@ def test_refuses_v5_an_adapter_a_missing_file_and_bad_options(v7, tmp_path):
     sd = make_state_dict(7, n_layer=1, n_embd=64, vocab_size=VOCAB, time_state=True)
     save_state_dict(sd, tmp_path / "state.pth")
     _one_line_error(*cli(tmp_path / "state.pth", "--out", tmp_path / "st.gguf"), "time_state")
+    for variant in ("7a", "7b"):
+        save_state_dict(make_state_dict(7, n_layer=1, n_embd=64, vocab_size=VOCAB, variant=variant),
+                        tmp_path / f"{variant}.pth")
+        _one_line_error(*cli(tmp_path / f"{variant}.pth", "--out", tmp_path / f"{variant}.gguf"), "DeepEmbed",
+                        "no architecture for the DeepEmbed tables")
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*"))
 
 

@@ -91,11 +91,44 @@ def test_refuses_v5_legacy():
     assert "5.0/5.1" in _refusal(sd)
 
 
-@pytest.mark.parametrize("extra,name", [("blocks.0.ffn.s_emb.weight", "rwkv7a"), ("blocks.0.qkv.x_q", "rwkv7b")])
-def test_refuses_deep_embed_variants(extra, name):
-    sd = make_state_dict(7, 2, 128)
-    sd[extra] = torch.zeros(4)
-    assert name in _refusal(sd)
+@pytest.mark.parametrize("variant,name", [("7a", "RWKV-7a DeepEmbed"), ("7b", "RWKV-7b DeepEmbed Attention")])
+def test_detects_deep_embed_variants(variant, name):
+    sd = make_state_dict(7, 2, 64, vocab_size=300, head_size=32, variant=variant)
+    spec = detect(sd)
+    assert (spec.version, spec.variant, spec.variant_name, spec.arch) == (7, variant, name, "x070")
+    assert spec.params == sum(t.numel() for t in sd.values())
+    assert spec.to_dict()["variant_name"] == name
+    assert sd["blocks.1.ffn.s_emb.weight"].shape == (300, 1024)
+    assert ("blocks.1.qkv.v_emb.weight" in sd) == (variant == "7b")
+
+
+def test_plain_v7_has_no_variant():
+    assert detect(make_state_dict(7, 2, 64, head_size=32)).variant == ""
+
+
+def test_7b_with_qkv_keys_removed_is_refused_as_7b_not_loaded_as_7a():
+    sd = make_state_dict(7, 2, 64, vocab_size=300, head_size=32, variant="7b")
+    del sd["blocks.1.qkv.k_emb.weight"], sd["blocks.0.qkv.lnv.bias"]
+    message = _refusal(sd)
+    assert "7b" in message and "2 missing key(s)" in message and "blocks.0.qkv.lnv.bias" in message
+
+
+def test_7b_with_all_deep_embed_ffn_keys_removed_is_refused():
+    sd = {k: v for k, v in make_state_dict(7, 2, 64, head_size=32, variant="7b").items()
+          if not k.split(".")[-1].startswith("s") and ".s_emb" not in k}
+    assert "7b with missing keys" in _refusal(sd)
+
+
+def test_7a_with_a_table_missing_is_refused():
+    sd = make_state_dict(7, 2, 64, vocab_size=300, head_size=32, variant="7a")
+    del sd["blocks.1.ffn.s_emb_x.weight"]
+    assert "7a" in _refusal(sd) and "blocks.1.ffn.s_emb_x.weight" in _refusal(sd)
+
+
+def test_deep_embed_keys_on_v6_are_refused():
+    sd = make_state_dict(6, 2, 64, head_size=32)
+    sd["blocks.0.ffn.s_emb.weight"] = torch.zeros(4, 4)
+    assert "RWKV-7 DeepEmbed keys" in _refusal(sd)
 
 
 def test_refuses_missing_layer():

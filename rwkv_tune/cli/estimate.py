@@ -96,7 +96,8 @@ def _render(e: Estimate) -> None:
     run = (f"{method} · quant {c.quant} · {c.precision} · ctx {c.ctx_len} × micro_bsz {c.micro_bsz} · "
            f"grad_cp {'on' if c.grad_cp else 'off'} · {c.strategy}" + (f" × {c.devices} GPUs" if c.devices > 1 else "")
            + (f" · infctx chunk {c.chunk_ctx}" if c.train_type == "infctx" else ""))
-    console.print(f"[bold]RWKV-{s.version} {s.size_name}[/] (L{s.n_layer} × C{s.n_embd}, {_count(p.total)} params, "
+    name = s.variant_name if s.variant else f"RWKV-{s.version}"
+    console.print(f"[bold]{name} {s.size_name}[/] (L{s.n_layer} × C{s.n_embd}, {_count(p.total)} params, "
                   f"{_count(p.trainable)} trained) · {escape(run)}")
     console.print(f"Peak VRAM ≈ [bold]{_gib(e.total_gib)} GiB[/] per GPU ({PHASES[e.vram.peak_phase]})")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)

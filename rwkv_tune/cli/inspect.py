@@ -35,6 +35,7 @@ def inspect(
     table.add_column()
     rows = [
         ("version", f"RWKV-{spec.version} ({spec.arch}, {FAMILY_NAMES[spec.version]})"),
+        *([("variant", f"{spec.variant_name} ({spec.variant})")] if spec.variant else []),
         ("size", f"{spec.size_name}  ({spec.params:,} parameters)"),
         ("layers", str(spec.n_layer)),
         ("width (n_embd)", str(spec.n_embd)),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from math import ceil, prod
 
 from rwkv_tune.estimate import calibration as cal
+from rwkv_tune.estimate import deepembed
 from rwkv_tune.estimate.config import Config
 from rwkv_tune.spec import ModelSpec
 
@@ -24,7 +25,7 @@ COMPONENTS = ("base_weights", "embedding_head", "trainable_weights", "gradients"
 
 DESCRIPTIONS = {
     "base_weights": "frozen layer weights (Linears quantised if quant)",
-    "embedding_head": "frozen emb + head (never quantised)",
+    "embedding_head": "frozen emb + head (+ RWKV-7a/7b per-token tables; never quantised)",
     "trainable_weights": "trained parameters",
     "gradients": "their gradients",
     "optimizer": "AdamW moments (+ fp32 master under DeepSpeed)",
@@ -37,7 +38,7 @@ DESCRIPTIONS = {
 PHASES = {"loss": "while computing the loss", "backward": "during the backward pass",
           "step": "at the optimizer step"}
 
-_LINEAR_RE = re.compile(r"^blocks\.\d+\.((?:att|ffn)\.\w+)\.weight$")
+_LINEAR_RE = re.compile(r"^blocks\.\d+\.((?:att|ffn|qkv)\.\w+)\.weight$")
 
 
 @dataclass(frozen=True)
@@ -60,16 +61,18 @@ class Params:
     targets_per_layer: int
     matmul_params: int  # weights used in matmuls per token (everything but emb); for FLOPs
     matmul_trainable: int  # dense trainable matmul weights (weight gradients cost FLOPs)
+    deepembed_tables: int = 0  # RWKV-7a/7b per-token tables (in frozen_emb_head unless trained)
 
 
 def _part_match(key: str, parts: tuple[str, ...]) -> bool:
-    return any((p in key) if p in ("time", "ln") else key == f"{p}.weight" for p in parts)
+    return any((p in key) if p in ("time", "ln") else deepembed.is_table(key) if p == "deepembed"
+               else key == f"{p}.weight" for p in parts)
 
 
 def _is_matmul(key: str, shape: tuple[int, ...]) -> bool:
     """Weights that multiply every token (Linears, low-rank matrices, head); not emb, vectors, r_k/u/decay."""
     return (key != "emb.weight" and len(shape) >= 2 and shape[:2] != (1, 1)
-            and not key.endswith(("r_k", "time_faaaa", "time_decay")))
+            and not key.endswith(("r_k", "time_faaaa", "time_decay")) and not deepembed.is_table(key))
 
 
 _PARAMS_CACHE: dict[tuple, Params] = {}
@@ -77,7 +80,7 @@ _PARAMS_CACHE: dict[tuple, Params] = {}
 
 def count_params(spec: ModelSpec, cfg: Config) -> Params:
     """Count parameters by role from the spec's tensor shapes (adapters from the targeted Linears)."""
-    key = (spec.version, spec.n_layer, spec.n_embd, spec.head_size, spec.vocab_size, spec.dim_ffn,
+    key = (spec.version, spec.variant, spec.n_layer, spec.n_embd, spec.head_size, spec.vocab_size, spec.dim_ffn,
            tuple(sorted(spec.lora_dims.items())), cfg.method, cfg.rank, cfg.mode, cfg.parts, cfg.targets)
     if key not in _PARAMS_CACHE:  # fit searches and knob trials ask for the same counts many times
         if len(_PARAMS_CACHE) > 256:
@@ -90,17 +93,20 @@ def _count_params(spec: ModelSpec, cfg: Config) -> Params:
     shapes = spec.expected_shapes(time_state=False)
     targets = set(cfg.targets) if cfg.targets is not None else None
     c = dict(total=0, adapter=0, dense=0, flin=0, frows=0, fblocks=0, fother=0, femb=0, largest=0,
-             tnumel=0, tin=0, ntargets=0, mm=0, mm_train=0)
+             tnumel=0, tin=0, ntargets=0, mm=0, mm_train=0, tables=0)
     for key, shape in shapes.items():
         n = prod(shape)
         c["total"] += n
+        table = deepembed.is_table(key)
+        c["tables"] += n if table else 0
         linear = _LINEAR_RE.match(key)
-        lin_name = linear.group(1) if linear and len(shape) == 2 else None
+        lin_name = linear.group(1) if linear and len(shape) == 2 and not table else None
         matmul = _is_matmul(key, shape)
         if matmul:
             c["mm"] += n
         dense = cfg.method == "full" or _part_match(key, cfg.parts)
-        if lin_name and cfg.is_adapter and (targets is None or lin_name in targets):
+        if lin_name and cfg.is_adapter and (lin_name in targets if targets is not None
+                                            else lin_name not in deepembed.OPT_IN_TARGETS):
             out_f, in_f = shape
             if key.startswith("blocks.0."):
                 c["tnumel"] += n
@@ -116,7 +122,7 @@ def _count_params(spec: ModelSpec, cfg: Config) -> Params:
             c["dense"] += n
             if matmul:
                 c["mm_train"] += n
-        elif key in ("emb.weight", "head.weight"):
+        elif key in ("emb.weight", "head.weight") or table:
             c["femb"] += n
         elif lin_name:
             c["flin"] += n
@@ -129,7 +135,8 @@ def _count_params(spec: ModelSpec, cfg: Config) -> Params:
         c["adapter"] = spec.n_layer * spec.n_head * spec.head_size**2
     if cfg.method == "full":  # every layer's Linears are "targets" for the saved-input accounting
         c["tin"] = sum(s[1] for k, s in shapes.items()
-                       if k.startswith("blocks.0.") and _LINEAR_RE.match(k) and len(s) == 2)
+                       if k.startswith("blocks.0.") and _LINEAR_RE.match(k) and len(s) == 2
+                       and not deepembed.is_table(k))
     layer_params = sum(prod(s) for k, s in shapes.items() if k.startswith("blocks.1.") or
                        (spec.n_layer == 1 and k.startswith("blocks.0.")))
     return Params(
@@ -138,6 +145,7 @@ def _count_params(spec: ModelSpec, cfg: Config) -> Params:
         frozen_other=c["fother"], frozen_emb_head=c["femb"], largest_linear=c["largest"],
         layer_params=layer_params, target_numel_per_layer=c["tnumel"], target_in_per_layer=c["tin"],
         targets_per_layer=c["ntargets"], matmul_params=c["mm"], matmul_trainable=c["mm_train"],
+        deepembed_tables=c["tables"],
     )
 
 
@@ -253,7 +261,7 @@ def vram(spec: ModelSpec, cfg: Config, params: Params | None = None) -> VRAM:
     BT = cfg.micro_bsz * T
     C, F, L = spec.n_embd, spec.dim_ffn, spec.n_layer
 
-    tensors = layer_tensors(spec, cfg, p)
+    tensors = layer_tensors(spec, cfg, p) + deepembed.layer_tensors(spec, b, cfg.ctx_len)
     per_layer = sum(v for _, v in tensors) * BT + _layer_fixed_bytes(cfg, p)
     checkpoint = C * b * BT  # a checkpointed block keeps only its input
     outside = (2 * C + (C if spec.version == 7 else 0)) * b * BT  # ln_out/head input (+ v7 v_first)
@@ -271,6 +279,7 @@ def vram(spec: ModelSpec, cfg: Config, params: Params | None = None) -> VRAM:
         common_ws += cal.ZERO3_GATHERED_LAYERS * p.layer_params * b + spec.vocab_size * C * b
     if cfg.train_type == "infctx":  # carried token-shift (2 per layer) and fp32 WKV states
         common_ws += L * cfg.micro_bsz * (2 * C * b + spec.n_head * spec.head_size**2 * 4)
+        common_ws += deepembed.carried_cache_bytes(spec, cfg.micro_bsz, cfg.ctx_len, b)
 
     static = {"base_weights": frozen_blocks, "embedding_head": frozen_emb, "trainable_weights": w,
               "gradients": g, "optimizer": o, "cuda_context": cal.CUDA_CONTEXT_GIB * cal.GIB}

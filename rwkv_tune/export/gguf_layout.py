@@ -78,6 +78,10 @@ def arch_name(spec: ModelSpec) -> str:
         raise UnsupportedModelError("RWKV-5 (x052) models cannot be exported to GGUF: llama.cpp has no RWKV-5 "
                                     "architecture (it runs RWKV-6 and RWKV-7)",
                                     "Export an RWKV-6 (x060) or RWKV-7 (x070) model.")
+    if getattr(spec, "variant", ""):
+        raise UnsupportedModelError(f"{spec.variant_name} models cannot be exported to GGUF: llama.cpp has no "
+                                    "architecture for the DeepEmbed tables", "Export a plain RWKV-6 (x060) or "
+                                    "RWKV-7 (x070) model.")
     if spec.arch not in ARCHS:
         raise UnsupportedModelError(f"{spec.arch} models cannot be exported to GGUF (llama.cpp runs plain x060 and "
                                     "x070 only)", "Export an RWKV-6 (x060) or RWKV-7 (x070) model.")

@@ -1,4 +1,4 @@
-"""RWKV-5/6/7 models in plain PyTorch, built from a detected spec and loaded from official files.
+"""RWKV-5/6/7 (and 7a/7b DeepEmbed) models in plain PyTorch, built from a detected spec and loaded from official files.
 
 `load_model(path)` detects the architecture, builds the matching version's model and loads the
 weights with strict key and shape checks. The model keeps the official parameter names and the
@@ -21,8 +21,10 @@ __all__ = ["RWKV", "State", "build_model", "load_model", "resolve_op"]
 
 
 
-def _version_module(version: int):
-    if version == 7:
+def _version_module(version: int, variant: str = ""):
+    if variant:
+        from rwkv_tune.model import v7a as module
+    elif version == 7:
         from rwkv_tune.model import v7 as module
     elif version == 6:
         from rwkv_tune.model import v6 as module
@@ -43,8 +45,9 @@ def resolve_op(op: str, device: torch.device | str | None) -> str:
 
 def build_model(spec: ModelSpec, *, op: str = "torch", device: torch.device | str | None = None) -> RWKV:
     """An RWKV model with the given architecture and uninitialised (zero) weights."""
-    module = _version_module(spec.version)
-    return RWKV(spec, module.TimeMix, module.ChannelMix, op=resolve_op(op, device))
+    module = _version_module(spec.version, spec.variant)
+    model_type = getattr(module, "DeepEmbedRWKV", RWKV)
+    return model_type(spec, module.TimeMix, module.ChannelMix, op=resolve_op(op, device))
 
 
 def load_model(path: str | Path | dict, *, op: str = "auto", dtype: torch.dtype | None = None,

@@ -83,13 +83,15 @@ class Block(nn.Module):
 class RWKV(nn.Module):
     """An RWKV language model: emb → blocks → ln_out → head, with official parameter names."""
 
+    block_type: type[Block] = Block  # RWKV-7a/7b use their own block (model/v7a.py)
+
     def __init__(self, spec: ModelSpec, time_mix: type[nn.Module], channel_mix: type[nn.Module], *, op: str = "torch"):
         super().__init__()
         self.spec = spec
         self.op = op
         self.grad_cp = False
         self.emb = nn.Embedding(spec.vocab_size, spec.n_embd)
-        self.blocks = nn.ModuleList(Block(spec, i, time_mix, channel_mix) for i in range(spec.n_layer))
+        self.blocks = nn.ModuleList(self.block_type(spec, i, time_mix, channel_mix) for i in range(spec.n_layer))
         self.ln_out = nn.LayerNorm(spec.n_embd, eps=LN_EPS)
         self.head = nn.Linear(spec.n_embd, spec.vocab_size, bias=False)
         self.key_order: list[str] | None = None  # the loaded file's key order, kept for round trips

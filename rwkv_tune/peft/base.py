@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from rwkv_tune.errors import ConfigError
 from rwkv_tune.peft import get_method
-from rwkv_tune.peft.config import ATT_TARGETS, PeftConfig, default_targets, parse_layers
+from rwkv_tune.peft.config import ATT_TARGETS, DEEPEMBED_TARGETS, PeftConfig, default_targets, parse_layers
 from rwkv_tune.peft.fingerprint import fingerprint
 from rwkv_tune.peft.parts import is_part
 
@@ -114,10 +114,11 @@ def linear_shapes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
 
 def target_modules(spec: ModelSpec, cfg: PeftConfig) -> tuple[str, ...]:
     """The Linear modules a config adapts, e.g. ('blocks.0.att.receptance', …), in file order."""
-    allowed = default_targets(spec.version)
+    defaults = default_targets(spec.version)
+    allowed = defaults + tuple(t for t in DEEPEMBED_TARGETS if spec.variant == "7b" or spec.variant and t.startswith("ffn."))
     targets: list[str] = []
-    for t in cfg.targets if cfg.targets is not None else allowed:
-        targets.extend([a for a in allowed if a.startswith(t + ".")] if t in ("att", "ffn") else [t])
+    for t in cfg.targets if cfg.targets is not None else defaults:
+        targets.extend([a for a in defaults if a.startswith(t + ".")] if t in ("att", "ffn") else [t])
     for t in targets:
         if t not in allowed:
             kind = "gate" if t == "att.gate" else "receptance"
@@ -126,7 +127,7 @@ def target_modules(spec: ModelSpec, cfg: PeftConfig) -> tuple[str, ...]:
                               else f"method.targets has {t!r}, which RWKV-{spec.version} does not have",
                               f"Use any of: {', '.join(allowed)}.")
     layers = parse_layers(cfg.layers, spec.n_layer) or tuple(range(spec.n_layer))
-    order = [t for t in ATT_TARGETS + ("ffn.key", "ffn.receptance", "ffn.value") if t in targets]
+    order = [t for t in ATT_TARGETS + ("ffn.key", "ffn.receptance", "ffn.value") + DEEPEMBED_TARGETS if t in targets]
     return tuple(f"blocks.{i}.{t}" for i in layers for t in order)
 
 

@@ -27,6 +27,7 @@ from rwkv_tune.preset.method import (
 from rwkv_tune.preset.schema import (
     ALL_TARGETS,
     ATT_TARGETS,
+    DEEPEMBED_TARGETS,
     DEFAULT_TRAIN_PARTS,
     FFN_TARGETS,
     MISS_MODES,
@@ -41,7 +42,7 @@ from rwkv_tune.preset.validate import check_quant, check_section
 
 METHODS = tuple(m for m in SECTION_METHODS if m not in ALIASES)  # the canonical names
 MODES = MISS_MODES
-__all__ = ["ALIASES", "ALL_TARGETS", "ATT_TARGETS", "DEFAULT_TRAIN_PARTS", "FFN_TARGETS", "METHODS", "MODES",
+__all__ = ["ALIASES", "ALL_TARGETS", "ATT_TARGETS", "DEEPEMBED_TARGETS", "DEFAULT_TRAIN_PARTS", "FFN_TARGETS", "METHODS", "MODES",
            "QUANTS", "TRAIN_PARTS", "PeftConfig", "canonical_name", "default_targets", "parse_layers"]
 # Per-method keys written by to_dict (besides name, quant, targets, layers, train_parts).
 _METHOD_KEYS = {"lora": ("r", "alpha", "dropout", "rslora"), "pissa": ("r", "svd_niter"),
@@ -53,7 +54,7 @@ def default_targets(version: int) -> tuple[str, ...]:
     """att receptance/key/value/output (+gate on v5/v6) and ffn key/value (+receptance on v5/v6)."""
     if version == 7:
         return ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value")
-    return ALL_TARGETS
+    return ATT_TARGETS + FFN_TARGETS
 
 
 @dataclass

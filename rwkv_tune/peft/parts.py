@@ -2,7 +2,8 @@
 
 train_parts follow RWKV-PEFT's substring rules on official names: emb → emb.weight, head →
 head.weight, time → every parameter with a name part starting with "time" (v5/v6 time_mix/maa/decay/
-faaaa; v7 has none but time_state), ln → ln0/ln1/ln2/ln_x/ln_out. Default on an adapter: time + ln
+faaaa; v7 has none but time_state), ln → ln0/ln1/ln2/ln_x/ln_out (and 7b's lnq/lnk/lnv), deepembed →
+the RWKV-7a/7b per-token tables (ffn.s_emb, qkv.k_emb, qkv.v_emb). Default on an adapter: time + ln
 (RWKV-PEFT's default); `train_parts: []` turns it off. Within `layers`, only those blocks' parts
 train; emb, head and ln_out are global. They are saved whole in the adapter and replace the base's
 tensors at merge.
@@ -11,6 +12,8 @@ tensors at merge.
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from rwkv_tune.spec import DEEPEMBED_TABLES
 
 
 def part_matches(name: str, parts: Iterable[str]) -> bool:
@@ -22,6 +25,8 @@ def part_matches(name: str, parts: Iterable[str]) -> bool:
         if part == "time" and any(p.startswith("time") for p in pieces):
             return True
         if part == "ln" and any(p.startswith("ln") for p in pieces):
+            return True
+        if part == "deepembed" and name.endswith(DEEPEMBED_TABLES):
             return True
     return False
 

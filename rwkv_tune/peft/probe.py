@@ -115,14 +115,20 @@ def probe_logits(state_dict: Mapping[str, torch.Tensor], idx: torch.Tensor, *, a
         keep = name != "rounded" or (key not in dense and key in state_dict and t.dtype == target(key, t))
         return (t if keep else t.to(target(key, t))).float()  # 'keep': the stored value is already exact
 
-    version = importlib.import_module(f"rwkv_tune.model.v{spec.version}")
+    version = importlib.import_module("rwkv_tune.model.v7a" if spec.variant else f"rwkv_tune.model.v{spec.version}")
+    block_type = getattr(version, "DeepEmbedBlock", Block)
     xs = {n: value("emb.weight", n, idx) for n in names}
+    token_embs = {}  # 7a/7b: every block also reads LN0(emb[idx]); their x starts as it (block 0 skips ln0)
+    if spec.variant:
+        for n in names:
+            xs[n] = token_embs[n] = F.layer_norm(xs[n], (spec.n_embd,), value("blocks.0.ln0.weight", n),
+                                                 value("blocks.0.ln0.bias", n), eps=LN_EPS)
     firsts: dict[str, torch.Tensor | None] = dict.fromkeys(names)
     for i in range(spec.n_layer):
         prefix = f"blocks.{i}."
         for name in names:
             with torch.device("meta"):
-                block = Block(spec, i, version.TimeMix, version.ChannelMix)
+                block = block_type(spec, i, version.TimeMix, version.ChannelMix)
             linears = [m for m, mod in block.named_modules() if isinstance(mod, nn.Linear)]
             weights = {f"{m}.weight" for m in linears}
             # Linear weights: the stored (mapped) tensors for `adapter`, made lazily for the others
@@ -138,7 +144,8 @@ def probe_logits(state_dict: Mapping[str, torch.Tensor], idx: torch.Tensor, *, a
                     new = _LazyLinear(lambda key=key, name=name: value(key, name))
                 setattr(block.get_submodule(parent), child, new)
             block.eval()
-            xs[name], firsts[name] = block(xs[name], firsts[name], None, None, None)[:2]
+            extra = (idx, token_embs[name]) if spec.variant else ()
+            xs[name], firsts[name] = block(xs[name], firsts[name], None, None, None, *extra)[:2]
             del block, sub
     logits = {}
     for name in names:

@@ -31,10 +31,12 @@ TRAIN_TYPES = ("normal", "infctx")
 MISS_MODES = ("bone", "bat", "mini")
 MERGE_DTYPES = ("bf16", "fp16", "fp32")
 EXPORTS = ("rwkv-peft", "peft", "gguf")  # output.export: extra adapter formats written at the end of a run
-TRAIN_PARTS = ("emb", "head", "time", "ln")
+TRAIN_PARTS = ("emb", "head", "time", "ln", "deepembed")  # deepembed: RWKV-7a/7b per-token tables
 ATT_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "att.gate")
 FFN_TARGETS = ("ffn.key", "ffn.value", "ffn.receptance")
-ALL_TARGETS = ATT_TARGETS + FFN_TARGETS
+# RWKV-7a/7b only (never default): the Linears that map LN0(emb) into the per-token tables, and 7b's q.
+DEEPEMBED_TARGETS = ("ffn.s_emb_x", "qkv.qq", "qkv.k_emb_x", "qkv.v_emb_x")
+ALL_TARGETS = ATT_TARGETS + FFN_TARGETS + DEEPEMBED_TARGETS
 DEFAULT_TRAIN_PARTS = ("time", "ln")  # RWKV-PEFT's default: adapters also train time-mix vectors and norms
 STATE_GRAD_OPS = ("auto", "torch", "naive", "cuda")  # ops whose backward returns the initial-state gradient
 
@@ -64,7 +66,7 @@ class MethodSection:
     mode: str = _f("bone", choices=MISS_MODES, doc="DiSHA/MiSS variant")
     mini_r: int | None = _f(None, lo=1, doc="MiSS 'mini' mode inner size")
     svd_niter: int = _f(4, lo=0, hi=64, doc="PiSSA: power iterations of the randomized SVD")
-    train_parts: list = _f(list(DEFAULT_TRAIN_PARTS), doc="trained densely on top of an adapter: emb head time ln")
+    train_parts: list = _f(list(DEFAULT_TRAIN_PARTS), doc="trained densely on top of an adapter: emb head time ln deepembed (7a/7b tables)")
     targets: list | None = _f(None, doc="Linear layers to adapt, e.g. [att.key, att.value, ffn.key] or [att, ffn]; "
                               "default: all")
     layers: Any = _f(None, doc="layers to adapt: null (all), '12-23', or a list of indices")

@@ -112,6 +112,8 @@ def to_raw(state: State) -> dict[str, Any]:
     if spec is not None:
         model["spec"] = {k: getattr(spec, k) for k in ("version", "n_layer", "n_embd", "n_head", "head_size",
                                                        "vocab_size", "dim_ffn")}
+        if spec.variant:  # RWKV-7a/7b: checked against the file like the rest
+            model["spec"]["variant"] = spec.variant
     train = {k: v[k] for k in ("micro_bsz", "accumulate_grad_batches", "epoch_steps", "epoch_count", "lr_init",
                                 "lr_final", "grad_cp", "precision", "strategy", "devices", "train_type")}
     if v["train_type"] == "infctx":

@@ -21,7 +21,9 @@ _SHORT = {"base_weights": "base", "embedding_head": "emb+head", "trainable_weigh
 
 def describe_spec(spec: ModelSpec) -> str:
     """One line: what the model file is."""
-    return (f"RWKV-{spec.version} {spec.size_name} ({spec.arch}): {spec.n_layer} layers × {spec.n_embd}, "
+    name = f"{spec.variant_name} {spec.size_name} ({spec.arch} + {spec.variant})" if spec.variant \
+        else f"RWKV-{spec.version} {spec.size_name} ({spec.arch})"
+    return (f"{name}: {spec.n_layer} layers × {spec.n_embd}, "
             f"{spec.n_head} heads × {spec.head_size}, vocab {spec.vocab_size}, {spec.params / 1e6:,.1f}M params, "
             f"{spec.dtype}")
 
