@@ -46,16 +46,19 @@ def train(
 
 
 def _train_here(p, resume: str | None) -> None:
+    from rwkv_tune import exit_codes
     from rwkv_tune.progress import make_printer
     from rwkv_tune.train import run
 
-    result = run(p, resume=resume, echo=make_printer(console))
-    if result.reason == "diverged":
-        raise typer.Exit(1)
-    if p.output.merge and result.adapter is not None:
+    with exit_codes.record_signals() as signals:
+        result = run(p, resume=resume, echo=make_printer(console))
+    code = exit_codes.for_run(result.reason, signals.last())
+    if code == exit_codes.DONE and p.output.merge and result.adapter is not None:
         from rwkv_tune.train.finish import merge_run
 
         merge_run(p, console=console)
+    if code:
+        raise typer.Exit(code)
 
 
 def dry_run_plan(p) -> dict:
