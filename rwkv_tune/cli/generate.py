@@ -15,7 +15,8 @@ from rwkv_tune.cli._common import err_console, user_errors
 def generate(
     source: Path = typer.Argument(..., help="A model .pth/.safetensors, or a run directory (its latest adapter is "
                                   "applied to the run's base model on the fly)."),
-    prompt: str = typer.Option(..., "--prompt", "-p", help="The text to continue."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The text to continue; \\n, \\t and \\\\ stand for a "
+                               "newline, a tab and a backslash."),
     max_tokens: int = typer.Option(100, "--max-tokens", min=1, help="Tokens to generate."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
     top_p: float = typer.Option(0.85, "--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold."),
@@ -26,6 +27,7 @@ def generate(
     from rwkv_tune.data.tokenizer import get_tokenizer
     from rwkv_tune.generate import Sampling, generate_text
 
+    prompt = unescape_prompt(prompt)
     with user_errors():
         model = load_for_generation(source, device)
         sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
@@ -42,6 +44,14 @@ def generate(
         out.flush()
     err_console.print(f"[dim]{speed_line(len(get_tokenizer().encode(prompt)), started, stamps)}[/]",
                       highlight=False)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape_prompt(text: str) -> str:
+    """Turn the two characters `\\n` into a newline (and `\\t`, `\\\\`), as a shell passes them; other text as is."""
+    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
 def speed_line(prompt_tokens: int, started: float, stamps: list[float]) -> str:
