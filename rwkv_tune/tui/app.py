@@ -16,6 +16,7 @@ from typing import Protocol
 from rich.text import Text
 from textual import events, work
 from textual.app import App
+from textual.binding import Binding
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
@@ -66,6 +67,7 @@ class DashboardApp(App[str | None]):
     CSS_PATH = "dashboard.tcss"
     TITLE = "rwkv-tune"
     ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [Binding("ctrl+c", "stop_and_save", "Stop and save", show=False, priority=True)]
 
     def __init__(self, run_dir: Path | str, *, follow: bool = True, process: Process | None = None,
                  merge: MergeRunner | None = None, exit_on_done: bool = False, linger_s: float = 0.0,
@@ -294,6 +296,21 @@ class DashboardApp(App[str | None]):
     async def action_quit(self) -> None:
         """ctrl+q asks like q does, so a reflex never stops or orphans a run silently."""
         self.ask_quit()
+
+    def action_stop_and_save(self) -> None:
+        """ctrl+c does what q → s does: the trainer saves a checkpoint and stops, then the app returns."""
+        if self.run_over:
+            self.ask_quit()  # quits at once, or asks while a merge runs
+            return
+        if isinstance(self.screen, QuitScreen):
+            self.screen.dismiss("stop")
+            return
+        self._exit_when_finished = True
+        self.send_control("stop")
+
+    def action_help_quit(self) -> None:
+        """Textual's own ctrl+c ("press ctrl+q to quit") is replaced by stop-and-save."""
+        self.action_stop_and_save()
 
     def ask_quit(self) -> None:
         """q: quit at once when nothing runs; otherwise offer stop-and-save, detach, cancel."""
