@@ -30,6 +30,12 @@ def generate(
     prompt = unescape_prompt(prompt)
     with user_errors():
         model = load_for_generation(source, device)
+        if source.is_file():
+            from rwkv_tune.run_merges import merge_notice
+
+            notice = merge_notice(source)
+            if notice:  # a merged model behind its run, or from a run that stopped early
+                err_console.print(f"[yellow]note:[/] {notice}", soft_wrap=True, highlight=False)
         sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
         stamps: list[float] = []
         started = time.perf_counter()

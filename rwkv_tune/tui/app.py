@@ -25,6 +25,7 @@ from rwkv_tune.tui.format import one_line
 from rwkv_tune.tui.merging import (
     MergeRequest,
     MergeRunner,
+    adopt_merge_report,
     read_merge_report,
     result_from_report,
     subprocess_merge,
@@ -88,6 +89,7 @@ class DashboardApp(App[str | None]):
         self._process_polls_after_exit = 0
         self._exit_when_finished = False
         self._merge_dialog_shown = False
+        self._merge_report_read = False
         self._session_seen = since is None
         self._linger_timer: Timer | None = None
         self._stop = threading.Event()
@@ -160,6 +162,9 @@ class DashboardApp(App[str | None]):
                                 f"{one_line(json.dumps(event, default=str), 120)}")
         self.tail_error = None
         self._follow_trainer_merge()
+        if self.process is None and self.state.finished and not self._merge_report_read:
+            self._merge_report_read = True  # watch: a merge by `rwkv-tune merge` shows too
+            adopt_merge_report(self.state, self.run_dir)
         if self.state.merge.status == "running" and not self._merge_dialog_shown:
             self._merge_dialog_shown = True
             self.push_screen(MergeScreen())
@@ -236,6 +241,8 @@ class DashboardApp(App[str | None]):
             if self._linger_timer is not None:
                 return Text(f"{s.status} at step {s.step} · closing in a moment, press any key to stay", "bold green")
             adapter = (s.done or {}).get("adapter") or "-"
+            if s.merge.status == "done" and s.merge.notice:
+                return Text(f"{s.status} · merged model: {s.merge.path} · {s.merge.notice}", "bold yellow")
             if s.merge.status == "done":
                 return Text(f"{s.status} · merged model: {s.merge.path}", "bold green")
             hint = "m merges · q quits" if s.status == "done" else "q quits"

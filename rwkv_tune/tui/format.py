@@ -197,6 +197,8 @@ def summary_lines(state: RunState, *, now: float | None = None) -> list[str]:
         lines.append(f"adapter  {state.done.get('adapter') or '-'}")
     if state.merge.path:
         lines.append(f"merged   {state.merge.path}")
+    if state.merge.notice:
+        lines.append(f"note     {state.merge.notice}")
     if state.error:
         lines.append(f"error    {state.error.get('message', '')}")
     return lines
