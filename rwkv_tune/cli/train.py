@@ -65,7 +65,7 @@ def dry_run_plan(p) -> dict:
     """What the run will do, without torch: steps, tokens, passes over the data, VRAM estimate."""
     from rwkv_tune.estimate import estimate
     from rwkv_tune.preset import dump
-    from rwkv_tune.train.plan import data_tokens
+    from rwkv_tune.train.plan import data_tokens, many_passes_warning, passes_over_data
 
     est = estimate(p.model.path, method=p.method.name, rank=p.method.r, mode=p.method.mode, quant=p.quant,
                    ctx_len=p.data.ctx_len, micro_bsz=p.train.micro_bsz, grad_cp=p.train.grad_cp,
@@ -74,6 +74,7 @@ def dry_run_plan(p) -> dict:
                    chunk_ctx=p.train.chunk_ctx, train_parts=list(p.method.train_parts),
                    epoch_steps=p.train.epoch_steps, epoch_count=p.train.epoch_count)
     tokens = data_tokens(p.data.path)
+    passes = passes_over_data(p)
     info = est.to_dict()
     return {
         "preset": dump(p),
@@ -82,7 +83,7 @@ def dry_run_plan(p) -> dict:
         "trainable_params": info["trainable_params"],
         "total_steps": p.total_steps, "real_batch": p.real_batch, "tokens_per_step": p.real_batch * p.data.ctx_len,
         "total_tokens": p.total_tokens, "data_tokens": tokens,
-        "passes_over_data": (p.total_tokens / tokens) if tokens else None,
+        "passes_over_data": passes, "warnings": [w for w in (many_passes_warning(passes),) if w],
         "vram_gib": est.total_gib, "vram_breakdown": est.breakdown, "gpus_fit": info["gpus_fit"],
         "time": info["timing"],
     }
@@ -101,6 +102,8 @@ def _print_plan(p, plan: dict) -> None:
     passes = plan["passes_over_data"]
     console.print(f"[bold]steps[/] {plan['total_steps']:,} × {plan['tokens_per_step']:,} tokens = "
                   f"{plan['total_tokens']:,} tokens" + (f" ≈ {passes:.2f} passes over the data" if passes else ""))
+    for warning in plan["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     console.print(f"[bold]VRAM[/] ≈ {plan['vram_gib']:.2f} GiB per GPU  "
                   + "  ".join(f"{k} {v:.2f}" for k, v in plan["vram_breakdown"].items() if v))
     if plan["gpus_fit"]:
