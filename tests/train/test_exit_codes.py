@@ -77,3 +77,17 @@ def test_a_wrong_model_path_is_reported_once(train_setup, tmp_path):
     both = proc.stdout + proc.stderr
     assert both.count("missing.pth does not exist") == 1, both
     assert "Traceback" not in both
+
+
+@pytest.mark.xfail(strict=True, reason="needs train/loop.py Trainer._out_of_memory() to return a ResourceError "
+                   "(loop.py is being split by another engineer)")
+def test_out_of_memory_exits_3(train_setup, tmp_path, monkeypatch):
+    from rwkv_tune.train.loop import Trainer
+
+    def boom(self):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    _, _, raw = train_setup(7, "lora")
+    monkeypatch.setattr(Trainer, "train_step", boom)
+    result = CliRunner().invoke(app, ["train", write_preset(tmp_path, raw), "--no-tui"])
+    assert result.exit_code == 3 and "out of GPU memory at step 1" in result.output
