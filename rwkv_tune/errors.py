@@ -1,7 +1,7 @@
 """The error types users see: a message that names the thing, the value, and the fix.
 
-The CLI prints a `UserError` as one red line and exits with code 2; anything else is a bug and
-gets a traceback (always with `--debug`).
+The CLI prints a `UserError` as one red line and exits with its `exit_code` (2; 3 for a
+`ResourceError`); anything else is a bug and gets a traceback (always with `--debug`).
 """
 
 from __future__ import annotations
@@ -69,3 +69,9 @@ def collecting(errors: list[ConfigError]) -> Iterator[None]:
 
 class DataError(UserError):
     """Training data is missing, malformed or incompatible with the model."""
+
+
+class ResourceError(UserError):
+    """The machine ran out of something (GPU memory, disk space): the input may be fine, the run needs room."""
+
+    exit_code = 3

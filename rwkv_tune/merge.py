@@ -71,6 +71,7 @@ class MergeReport:
     notes: list[str] = field(default_factory=list)
     quant: dict[str, Any] = field(default_factory=dict)
     peak_rss_mb: float | None = None
+    source: dict[str, Any] | None = None  # the run and step the adapter came from (run_merges.adapter_origin)
     report_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -312,6 +313,7 @@ def merge(base: str | Path | Mapping[str, torch.Tensor], adapter: Any, out_path:
     from rwkv_tune import __version__
     from rwkv_tune.checkpoint import atomic_path
     from rwkv_tune.peft.probe import probe_logits
+    from rwkv_tune.run_merges import adapter_origin, merge_notice
     from rwkv_tune.spec import detect
 
     t0 = time.time()
@@ -381,7 +383,10 @@ def merge(base: str | Path | Mapping[str, torch.Tensor], adapter: Any, out_path:
                  "tool_version": ad.tool_version},
         merged_into=merged_into, fingerprint_match=match, verification=verification,
         seconds=round(time.time() - t0, 3), tool_version=__version__, notes=notes, quant=quant_info,
-        peak_rss_mb=_peak_rss_mb())
+        peak_rss_mb=_peak_rss_mb(), source=adapter_origin(adapter) if isinstance(adapter, (str, Path)) else None)
+    notice = merge_notice(out, report.to_dict())
+    if notice:
+        report.notes.append(notice)
     report_path = out.with_name("merge-report.json")
     with atomic_path(report_path) as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")

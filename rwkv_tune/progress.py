@@ -3,7 +3,7 @@
 `make_printer(console)` returns the `echo` callable for `EventWriter`: on a terminal, step events
 redraw one progress line in place; elsewhere a step line is printed every `every_s` seconds of
 run time (by the events' own clock). Eval, checkpoint, sample, warning, error and done events get
-their own lines. Torch-free.
+their own lines; an error of kind "user" is left to the command that raised it. Torch-free.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def make_printer(console: Console, *, every_s: float = 10.0) -> Callable[[dict[s
                 f"{one_line(event.get('text', ''), 200)}", "magenta")
         elif kind == "warning":
             say(f"warning: {event.get('message', '')}", "yellow")
-        elif kind == "error":
+        elif kind == "error" and event.get("kind") != "user":  # a user error is printed once, by whoever raised it
             say(f"error ({event.get('kind', '?')}): {event.get('message', '')}", "bold red")
         elif kind == "control":
             say(f"trainer: {event.get('action', '')}", "blue")

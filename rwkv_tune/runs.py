@@ -86,14 +86,23 @@ class RunDir:
         return found[-1] if found else None
 
 
+class EchoError(Exception):
+    """An echo callable (a tracker, the progress printer) failed; its message becomes a warning event."""
+
+
 class EventWriter:
-    """Appends events to metrics.jsonl, one flushed line each (only rank 0 should own one)."""
+    """Appends events to metrics.jsonl, one flushed line each (only rank 0 should own one).
+
+    The echo is a side channel: when it raises, the failure is written as a `warning` event and the
+    caller (the trainer) carries on.
+    """
 
     def __init__(self, path: Path, *, echo: Any = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file: TextIO = open(path, "a", encoding="utf-8")
-        self.echo = echo  # optional callable(event_dict) for the plain progress printer
+        self.echo = echo  # optional callable(event_dict): the plain progress printer, trackers
+        self._reporting = False
 
     def emit(self, event: str, **payload: Any) -> dict[str, Any]:
         if event not in EVENT_TYPES:
@@ -104,7 +113,18 @@ class EventWriter:
         if event in ("checkpoint", "done", "error"):
             os.fsync(self._file.fileno())
         if self.echo is not None:
-            self.echo(record)
+            try:
+                self.echo(record)
+            except Exception as exc:
+                if self._reporting:  # failing while a failure is reported: not reported again
+                    return record
+                message = str(exc) if isinstance(exc, EchoError) else (
+                    f"progress output failed ({type(exc).__name__}: {exc}); training continues")
+                self._reporting = True
+                try:
+                    self.emit("warning", message=message)
+                finally:
+                    self._reporting = False
         return record
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ def generate(
                                   "Face peft folder) applied to --base."),
     base: Path | None = typer.Option(None, "--base", help="With an adapter: its base model (default: the path a peft "
                                      "folder's adapter_config.json records)."),
-    prompt: str = typer.Option(..., "--prompt", "-p", help="The text to continue."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The text to continue; \\n, \\t and \\\\ stand for a "
+                               "newline, a tab and a backslash."),
     max_tokens: int = typer.Option(100, "--max-tokens", min=1, help="Tokens to generate."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 = greedy."),
     top_p: float = typer.Option(0.85, "--top-p", min=0.0, max=1.0, help="Nucleus sampling threshold."),
@@ -28,8 +30,15 @@ def generate(
     from rwkv_tune.data.tokenizer import get_tokenizer
     from rwkv_tune.generate import Sampling, generate_text, load_for_generation
 
+    prompt = unescape_prompt(prompt)
     with user_errors():
         model = load_for_generation(source, device, base=base)
+        if source.is_file():
+            from rwkv_tune.run_merges import merge_notice
+
+            notice = merge_notice(source)
+            if notice:  # a merged model behind its run, or from a run that stopped early
+                err_console.print(f"[yellow]note:[/] {notice}", soft_wrap=True, highlight=False)
         sampling = Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
         stamps: list[float] = []
         started = time.perf_counter()
@@ -44,6 +53,14 @@ def generate(
         out.flush()
     err_console.print(f"[dim]{speed_line(len(get_tokenizer().encode(prompt)), started, stamps)}[/]",
                       highlight=False)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape_prompt(text: str) -> str:
+    """Turn the two characters `\\n` into a newline (and `\\t`, `\\\\`), as a shell passes them; other text as is."""
+    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
 def speed_line(prompt_tokens: int, started: float, stamps: list[float]) -> str:

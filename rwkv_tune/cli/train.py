@@ -48,16 +48,19 @@ def train(
 
 
 def _train_here(p, resume: str | None) -> None:
+    from rwkv_tune import exit_codes
     from rwkv_tune.progress import make_printer
     from rwkv_tune.train import run
 
-    result = run(p, resume=resume, echo=make_printer(console))
-    if result.reason == "diverged":
-        raise typer.Exit(1)
-    if p.output.merge and result.adapter is not None:
+    with exit_codes.record_signals() as signals:
+        result = run(p, resume=resume, echo=make_printer(console))
+    code = exit_codes.for_run(result.reason, signals.last())
+    if code == exit_codes.DONE and p.output.merge and result.adapter is not None:
         from rwkv_tune.train.finish import merge_run
 
         merge_run(p, console=console)
+    if code:
+        raise typer.Exit(code)
 
 
 def _print_plan(p, plan: dict) -> None:
@@ -73,6 +76,8 @@ def _print_plan(p, plan: dict) -> None:
     passes = plan["passes_over_data"]
     console.print(f"[bold]steps[/] {plan['total_steps']:,} × {plan['tokens_per_step']:,} tokens = "
                   f"{plan['total_tokens']:,} tokens" + (f" ≈ {passes:.2f} passes over the data" if passes else ""))
+    for warning in plan["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     console.print(f"[bold]VRAM[/] ≈ {plan['vram_gib']:.2f} GiB per GPU  "
                   + "  ".join(f"{k} {v:.2f}" for k, v in plan["vram_breakdown"].items() if v))
     if plan["gpus_fit"]:

@@ -51,10 +51,12 @@ def print_summary(metrics: Path) -> None:
     """Fold the events of a metrics file and print the plain summary."""
     from rwkv_tune.runs import read_events
     from rwkv_tune.tui.format import summary_lines
+    from rwkv_tune.tui.merging import adopt_merge_report
     from rwkv_tune.tui.state import RunState
 
     state = RunState()
     for event in read_events(metrics):
         state.apply(event)
+    adopt_merge_report(state, metrics.parent)
     for line in summary_lines(state, now=time.time()):
         console.print(line, markup=False, highlight=False, soft_wrap=True)

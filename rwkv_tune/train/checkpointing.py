@@ -9,6 +9,7 @@ A crash (or a full disk) mid-save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from rwkv_tune.checkpoint import atomic_path
+from rwkv_tune.errors import ResourceError
 from rwkv_tune.runs import RunDir
 
 
@@ -39,7 +41,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(run: RunDir, step: int, write_adapter: Any, trainer_state: dict[str, Any], *,
                     keep_last: int) -> Path:
-    """Write checkpoints/step-N atomically; `write_adapter(path)` writes the adapter file."""
+    """Write checkpoints/step-N atomically; `write_adapter(path)` writes the adapter file.
+
+    A full disk raises `ResourceError` (exit code 3) and leaves the previous checkpoint intact.
+    """
+    try:
+        return _save_checkpoint(run, step, write_adapter, trainer_state, keep_last=keep_last)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        last = run.latest_checkpoint()
+        raise ResourceError(f"disk full while saving the checkpoint of step {step} under {run.checkpoints}; "
+                            f"the previous checkpoint ({last.name if last else 'none'}) is intact",
+                            "Free some space and continue with --resume auto.") from None
+
+
+def _save_checkpoint(run: RunDir, step: int, write_adapter: Any, trainer_state: dict[str, Any], *,
+                     keep_last: int) -> Path:
     final = run.checkpoint(step)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,39 @@ def data_tokens(path: str) -> int | None:
     return None
 
 
+MANY_PASSES = 50  # more passes than this over the same data: the model will likely memorize it
+
+
+def data_documents(path: str) -> int | None:
+    """Documents in a binidx dataset (from its index); None for anything not tokenized yet."""
+    from rwkv_tune.data.binidx import is_binidx, read_binidx
+
+    if path and is_binidx(path):
+        return len(read_binidx(path))
+    return None
+
+
+def passes_over_data(p) -> float | None:
+    """How many times a run goes over its data.
+
+    pad/only mode: one sample is one document (cut or padded to ctx_len), so samples ÷ documents;
+    get mode: ctx_len windows cut from the token stream, so tokens ÷ data tokens.
+    """
+    if p.data.dataload in ("pad", "only"):
+        documents = data_documents(p.data.path)
+        return p.total_steps * p.real_batch / documents if documents else None
+    tokens = data_tokens(p.data.path)
+    return p.total_tokens / tokens if tokens else None
+
+
+def many_passes_warning(passes: float | None) -> str | None:
+    """A warning for a plan that goes over the same data more than MANY_PASSES times."""
+    if passes is None or passes <= MANY_PASSES:
+        return None
+    return (f"≈ {passes:,.0f} passes over the data: the model will likely memorize it; lower "
+            "train.epoch_count or train.epoch_steps, or add data")
+
+
 def estimate_options(p: Any) -> dict[str, Any]:
     """The preset's answers to `rwkv_tune.estimate.estimate`'s questions (model aside)."""
     return {"method": p.method.name, "rank": p.method.r, "mode": p.method.mode, "quant": p.quant,
@@ -31,6 +64,7 @@ def dry_run_plan(p: Any) -> dict[str, Any]:
     est = estimate(p.model.path, **estimate_options(p), epoch_steps=p.train.epoch_steps,
                    epoch_count=p.train.epoch_count)
     tokens = data_tokens(p.data.path)
+    passes = passes_over_data(p)
     info = est.to_dict()
     return {
         "preset": dump(p),
@@ -39,7 +73,7 @@ def dry_run_plan(p: Any) -> dict[str, Any]:
         "trainable_params": info["trainable_params"],
         "total_steps": p.total_steps, "real_batch": p.real_batch, "tokens_per_step": p.real_batch * p.data.ctx_len,
         "total_tokens": p.total_tokens, "data_tokens": tokens,
-        "passes_over_data": (p.total_tokens / tokens) if tokens else None,
+        "passes_over_data": passes, "warnings": [w for w in (many_passes_warning(passes),) if w],
         "vram_gib": est.total_gib, "vram_breakdown": est.breakdown, "gpus_fit": info["gpus_fit"],
         "time": info["timing"],
     }

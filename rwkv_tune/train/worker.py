@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
+    from rwkv_tune import exit_codes
     from rwkv_tune import preset as preset_mod
     from rwkv_tune.errors import UserError
     from rwkv_tune.progress import make_printer
@@ -37,16 +38,17 @@ def main(argv: list[str] | None = None) -> int:
 
             engine = DeepSpeedEngine(p, rank=rank, world_size=world_size)
         echo = make_printer(console) if rank == 0 and not args.quiet else None
-        result = run(p, resume=args.resume, echo=echo, rank=rank, world_size=world_size, engine=engine)
+        with exit_codes.record_signals() as signals:
+            result = run(p, resume=args.resume, echo=echo, rank=rank, world_size=world_size, engine=engine)
         if rank == 0 and (p.output.merge or p.output.export == "gguf") and result.adapter is not None \
                 and result.reason == "finished":  # a GGUF export is made from the merged model
             from rwkv_tune.train.finish import merge_run
 
             merge_run(p, console=console)
-        return 1 if result.reason == "diverged" else 0
+        return exit_codes.for_run(result.reason, signals.last())
     except UserError as exc:
         console.print(f"[bold red]error:[/] {exc.one_line()}")
-        return 2
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Protocol
 from rich.text import Text
 from textual import events, work
 from textual.app import App
+from textual.binding import Binding
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
@@ -24,6 +25,7 @@ from rwkv_tune.tui.format import one_line
 from rwkv_tune.tui.merging import (
     MergeRequest,
     MergeRunner,
+    adopt_merge_report,
     read_merge_report,
     result_from_report,
     subprocess_merge,
@@ -66,6 +68,7 @@ class DashboardApp(App[str | None]):
     CSS_PATH = "dashboard.tcss"
     TITLE = "rwkv-tune"
     ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [Binding("ctrl+c", "stop_and_save", "Stop and save", show=False, priority=True)]
 
     def __init__(self, run_dir: Path | str, *, follow: bool = True, process: Process | None = None,
                  merge: MergeRunner | None = None, exit_on_done: bool = False, linger_s: float = 0.0,
@@ -86,6 +89,7 @@ class DashboardApp(App[str | None]):
         self._process_polls_after_exit = 0
         self._exit_when_finished = False
         self._merge_dialog_shown = False
+        self._merge_report_read = False
         self._session_seen = since is None
         self._linger_timer: Timer | None = None
         self._stop = threading.Event()
@@ -158,6 +162,9 @@ class DashboardApp(App[str | None]):
                                 f"{one_line(json.dumps(event, default=str), 120)}")
         self.tail_error = None
         self._follow_trainer_merge()
+        if self.process is None and self.state.finished and not self._merge_report_read:
+            self._merge_report_read = True  # watch: a merge by `rwkv-tune merge` shows too
+            adopt_merge_report(self.state, self.run_dir)
         if self.state.merge.status == "running" and not self._merge_dialog_shown:
             self._merge_dialog_shown = True
             self.push_screen(MergeScreen())
@@ -234,6 +241,8 @@ class DashboardApp(App[str | None]):
             if self._linger_timer is not None:
                 return Text(f"{s.status} at step {s.step} · closing in a moment, press any key to stay", "bold green")
             adapter = (s.done or {}).get("adapter") or "-"
+            if s.merge.status == "done" and s.merge.notice:
+                return Text(f"{s.status} · merged model: {s.merge.path} · {s.merge.notice}", "bold yellow")
             if s.merge.status == "done":
                 return Text(f"{s.status} · merged model: {s.merge.path}", "bold green")
             hint = "m merges · q quits" if s.status == "done" else "q quits"
@@ -294,6 +303,21 @@ class DashboardApp(App[str | None]):
     async def action_quit(self) -> None:
         """ctrl+q asks like q does, so a reflex never stops or orphans a run silently."""
         self.ask_quit()
+
+    def action_stop_and_save(self) -> None:
+        """ctrl+c does what q → s does: the trainer saves a checkpoint and stops, then the app returns."""
+        if self.run_over:
+            self.ask_quit()  # quits at once, or asks while a merge runs
+            return
+        if isinstance(self.screen, QuitScreen):
+            self.screen.dismiss("stop")
+            return
+        self._exit_when_finished = True
+        self.send_control("stop")
+
+    def action_help_quit(self) -> None:
+        """Textual's own ctrl+c ("press ctrl+q to quit") is replaced by stop-and-save."""
+        self.action_stop_and_save()
 
     def ask_quit(self) -> None:
         """q: quit at once when nothing runs; otherwise offer stop-and-save, detach, cancel."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from rwkv_tune.train.plan import many_passes_warning
+
 if TYPE_CHECKING:
     from rwkv_tune.tui.state import RunState
 
@@ -68,7 +70,8 @@ def plan_line(plan: dict) -> str:
     if plan.get("total_tokens"):
         parts.append(f"{fmt_count(plan['total_tokens'])} tokens")
     if plan.get("passes_over_data"):
-        parts.append(f"{fmt_num(plan['passes_over_data'])} passes over the data")
+        passes = plan["passes_over_data"]
+        parts.append(many_passes_warning(passes) or f"{fmt_num(passes)} passes over the data")
     if plan.get("trainable_params"):
         parts.append(f"trains {fmt_count(plan['trainable_params'])} of {fmt_count(plan.get('total_params'))} params")
     return ", ".join(parts)
@@ -197,6 +200,8 @@ def summary_lines(state: RunState, *, now: float | None = None) -> list[str]:
         lines.append(f"adapter  {state.done.get('adapter') or '-'}")
     if state.merge.path:
         lines.append(f"merged   {state.merge.path}")
+    if state.merge.notice:
+        lines.append(f"note     {state.merge.notice}")
     if state.error:
         lines.append(f"error    {state.error.get('message', '')}")
     return lines

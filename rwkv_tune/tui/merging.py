@@ -10,7 +10,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rwkv_tune.tui.state import RunState
 
 MERGE_MODULE = "rwkv_tune.merge"
 
@@ -87,3 +90,18 @@ def read_merge_report(run_dir: Path, *, newer_than: float | None = None) -> dict
     except (OSError, ValueError):
         return None
     return report if isinstance(report, dict) else None
+
+
+def adopt_merge_report(state: RunState, run_dir: Path) -> None:
+    """Show the run's merged model whoever merged it (the trainer or `rwkv-tune merge`), and say when it is
+    stale or from a run that stopped early."""
+    from rwkv_tune.run_merges import merge_notice, read_report
+    from rwkv_tune.runs import RunDir
+
+    merged = Path(state.merge.path) if state.merge.path else RunDir(Path(run_dir)).merged
+    if not merged.exists():
+        return
+    report = read_report(merged)
+    if state.merge.status == "idle" and report is not None:
+        state.finish_merge(result_from_report(report, str(merged)))
+    state.merge.notice = merge_notice(merged, report) or ""

@@ -30,6 +30,7 @@ class MergeState:
     verified: bool | None = None
     report: Any = None
     message: str = ""
+    notice: str = ""  # the merged model is stale, or from a run that stopped early (run_merges.merge_notice)
 
 
 @dataclass

@@ -17,7 +17,7 @@ def fake_wandb(logged):
         def log(self, values, step):
             logged.append((step, values))
 
-        def finish(self):
+        def finish(self, exit_code=None):
             logged.append("finished")
 
     module.init = lambda **kwargs: Run()

@@ -11,12 +11,13 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from rwkv_tune.tui.app import DashboardApp
+from rwkv_tune.tui.app import DashboardApp, write_control
 from rwkv_tune.tui.screens import MergeScreen, QuitScreen
 
 pexpect = pytest.importorskip("pexpect")
@@ -63,12 +64,34 @@ def after_dashboard(screen: bytes) -> str:
     return screen[screen.rfind(b"\x1b[?1049l"):].decode("utf-8", errors="replace")
 
 
+def hold_paused(run: Path, timeout: float = 120.0) -> None:
+    """Keep the `pause` control word in place until the trainer has paused on it.
+
+    The trainer clears stale words when it starts and reads the word after every step, so the word is
+    written again whenever it is gone: the run pauses after its first step (at the latest after its
+    last: the word is read after that one too) and waits for the test. Nothing races the trainer.
+    """
+    from rwkv_tune.runs import read_events
+
+    deadline = time.monotonic() + timeout
+    while not any(e["event"] == "control" and e.get("action") == "pause" for e in read_events(run / "metrics.jsonl")):
+        assert time.monotonic() < deadline, "the trainer never paused"
+        if not (run / "control").exists():
+            write_control(run, "pause")
+        time.sleep(0.01)
+
+
 def test_train_in_a_terminal_shows_the_dashboard_returns_to_the_shell_and_watch_reviews_it(tmp_path):
-    preset = tiny_run_inputs(tmp_path, merge=True)
+    steps = 6
+    run = tmp_path / "run"
+    run.mkdir()
+    preset = tiny_run_inputs(tmp_path, steps=steps, merge=True)
     train = spawn("train", str(preset), cwd=tmp_path)
     try:
-        train.expect(b"RUNNING", timeout=90)  # the dashboard is up while the trainer works
-        train.expect(b"step 6/6 \xc2\xb7 finished", timeout=90)
+        hold_paused(run)
+        train.expect(b"PAUSED", timeout=90)  # the dashboard is up while the trainer works (and waits)
+        write_control(run, "resume")  # not a key: a key pressed keeps the dashboard open at the end
+        train.expect(f"step {steps}/{steps} \xb7 finished".encode(), timeout=180)
         train.expect(b"the trainer is merging", timeout=30)  # output.merge: the dashboard shows the merge
         train.expect("\u2713 verified".encode(), timeout=60)
         train.expect(b"press any key to stay", timeout=30)
@@ -78,18 +101,18 @@ def test_train_in_a_terminal_shows_the_dashboard_returns_to_the_shell_and_watch_
     screen = train.logfile_read.getvalue()
     assert train.exitstatus == 0, screen[-3000:]
     summary = after_dashboard(screen)
-    run = tmp_path / "run"
-    assert "status   done" in summary and "step 6/6" in summary, summary
+    assert "status   done" in summary and f"step {steps}/{steps}" in summary, summary
     assert f"adapter  {run / 'adapter.safetensors'}" in summary
     assert f"merged   {run / 'merged.pth'}" in summary and "merge    verified" in summary
     assert f"Next: rwkv-tune generate {run / 'merged.pth'}" in summary
 
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     done = [e for e in events if e["event"] == "done"]
-    assert len(done) == 1 and done[0]["reason"] == "finished" and done[0]["step"] == 6
-    assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 7))
+    assert len(done) == 1 and done[0]["reason"] == "finished" and done[0]["step"] == steps
+    assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, steps + 1))
+    assert [e["action"] for e in events if e["event"] == "control"] == ["pause", "resume"]
     assert (run / "adapter.safetensors").stat().st_size > 0
-    assert (run / "checkpoints" / "step-00000006" / "complete").exists()
+    assert (run / "checkpoints" / f"step-{steps:08d}" / "complete").exists()
     assert json.loads((run / "merge-report.json").read_text())["verification"]["checked"] is True
     assert "merged" in (run / "train.log").read_text()  # the trainer's own output went there, not on screen
 
@@ -102,7 +125,31 @@ def test_train_in_a_terminal_shows_the_dashboard_returns_to_the_shell_and_watch_
         watch.close(force=True)
     review = after_dashboard(watch.logfile_read.getvalue())
     assert watch.exitstatus == 0, review
-    assert "status   done" in review and "step 6/6" in review and "2 checkpoints" in review, review
+    assert "status   done" in review and f"step {steps}/{steps}" in review and "2 checkpoints" in review, review
+
+
+def test_ctrl_c_in_the_dashboard_stops_saves_and_returns_to_the_shell(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    preset = tiny_run_inputs(tmp_path)
+    train = spawn("train", str(preset), cwd=tmp_path)
+    try:
+        hold_paused(run)
+        train.expect(b"PAUSED", timeout=90)
+        train.sendcontrol("c")
+        train.expect(b"STOPPING", timeout=30)
+        train.expect(pexpect.EOF, timeout=60)
+    finally:
+        train.close(force=True)
+    screen = train.logfile_read.getvalue()
+    assert b"ctrl+q" not in screen
+    assert train.exitstatus == 0, screen[-3000:]
+    summary = after_dashboard(screen)
+    assert "status   stopped" in summary, summary
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    done = events[-1]
+    assert done["event"] == "done" and done["reason"] == "stopped" and 1 <= done["step"] <= 6
+    assert (run / "checkpoints" / f"step-{done['step']:08d}" / "complete").exists()
 
 
 # ---- the train dashboard's ending, scripted ------------------------------------------------------
