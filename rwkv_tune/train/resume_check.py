@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rwkv_tune.errors import UserError
+from rwkv_tune.errors import ConfigError, UserError
 from rwkv_tune.preset import Preset
 from rwkv_tune.runs import RunDir
 
@@ -75,7 +75,11 @@ def check_resume_preset(run: RunDir, preset: Preset) -> list[str]:
         return []
     from rwkv_tune.run_inputs import read_run_preset
 
-    saved = read_run_preset(run.root)
+    try:
+        saved = read_run_preset(run.root)
+    except ConfigError as exc:
+        raise UserError(f"cannot check this resume against the run's settings: {exc.message}",
+                        f"Restore {run.preset} as the run wrote it, or start over with --restart.") from None
     breaking, allowed = preset_changes(saved, preset)
     if breaking:
         raise UserError(f"cannot resume {run.root}: the preset changed in ways that break an exact resume: "

@@ -66,6 +66,28 @@ def test_lock_refuses_a_second_holder_and_a_dead_holder_leaves_it_free(tmp_path)
         assert lock.holder()["pid"] == os.getpid()
 
 
+def test_without_flock_a_live_pid_on_this_host_holds_the_dir_and_a_dead_one_does_not(tmp_path, monkeypatch):
+    import errno
+    import socket
+
+    from rwkv_tune.train import run_lock
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_flock)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".lock").write_text(f'{{"pid": {sleeper.pid}, "host": "{socket.gethostname()}", "started": 0}}')
+        with pytest.raises(UserError, match=f"pid {sleeper.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with RunLock(tmp_path) as lock:  # the recorded holder is gone: stale, taken over
+        assert lock.holder()["pid"] == os.getpid()
+
+
 def test_only_rank_0_touches_the_lock_and_the_parent_check_reports_a_busy_dir(train_setup, tmp_path):
     raw, _, rundir = tiny(train_setup, tmp_path)
     preset = from_dict(raw)
