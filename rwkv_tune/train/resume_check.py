@@ -33,7 +33,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _same_file(recorded: Any, now: Any) -> bool:
-    """Two fingerprints (rwkv_tune.checkpoint.fingerprint) of the same content, wherever it lies."""
+    """Two fingerprints (rwkv_tune.checkpoint.fingerprint) of the same file name and content, in any folder."""
     if not isinstance(recorded, dict) or not isinstance(now, dict) or recorded.get("missing") or now.get("missing"):
         return False
     return (recorded.get("size"), recorded.get("sha256_head_tail")) == (now.get("size"), now.get("sha256_head_tail"))

@@ -206,3 +206,25 @@ def test_the_dashboard_path_reports_a_busy_dir_before_starting_a_trainer(train_s
     assert child.exitstatus == 2, child.before
     assert b"in use by another trainer" in child.before
     assert not (rundir.root / "train.log").exists()  # no worker was started
+
+
+def test_preset_changes_sort_exactness_from_schedule_and_follow_file_content(train_setup, tmp_path):
+    from rwkv_tune.checkpoint import fingerprint
+    from rwkv_tune.train.resume_check import preset_changes
+
+    model, data, raw = train_setup(7, "lora")
+    saved = from_dict(raw)
+    saved.provenance = {"base_model": fingerprint(model), "data": fingerprint(data)}
+    moved = tmp_path / "elsewhere" / model.name  # the fingerprint hashes the file name with the content
+    moved.parent.mkdir()
+    shutil.copy(model, moved)
+    new = from_dict({**raw, "model": {"path": str(moved)}, "method": {**raw["method"], "r": 4},
+                     "train": {**raw["train"], "lr_init": 1e-3, "keep_last": 5}})
+    breaking, allowed = preset_changes(saved, new)
+    assert breaking == ["method.r 8 → 4"]
+    assert any(c.startswith("model.path") and "(same content)" in c for c in allowed)
+    assert any(c.startswith("train.lr_init") for c in allowed) and any("keep_last" in c for c in allowed)
+    with open(data + ".bin", "r+b") as f:  # the same data path with other content
+        f.write(b"\x07\x00")
+    breaking, _ = preset_changes(saved, from_dict(raw))
+    assert breaking == [f"data.path {data!r}: the file's content changed since the run started"]
