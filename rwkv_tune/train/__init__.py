@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rwkv_tune.preset import Preset
 
+if TYPE_CHECKING:
+    from rwkv_tune.train.run_guard import RunClaim
+
 
 def run(preset: Preset, *, resume: str | None = None, echo: Any = None, rank: int = 0, world_size: int = 1,
-        engine: Any = None, restart: bool = False, claim: Any = None):
+        engine: Any = None, restart: bool = False, claim: RunClaim | None = None):
     """Train one run to the end (or until stopped); returns `loop.TrainResult`.
 
     Rank 0 first claims the run directory (`run_guard.claim_run`: the lock, no second run mixed in,
@@ -30,7 +33,7 @@ def run(preset: Preset, *, resume: str | None = None, echo: Any = None, rank: in
             claim.release()
 
 
-def _run_claimed(preset: Preset, claim: Any, *, resume: str | None, echo: Any, rank: int, world_size: int,
+def _run_claimed(preset: Preset, claim: RunClaim, *, resume: str | None, echo: Any, rank: int, world_size: int,
                  engine: Any):
     from rwkv_tune.train.loop import Trainer
 
