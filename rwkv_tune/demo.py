@@ -142,7 +142,10 @@ def clear_previous_run(out: Path) -> None:
         return
     if not (out / "demo.yaml").exists():
         raise UserError(f"{run} exists and is not from an earlier demo", "Pick another --out folder.")
-    shutil.rmtree(run)
+    from rwkv_tune.train.run_lock import RunLock
+
+    with RunLock(run):  # refused while an earlier demo's trainer still runs there (detached)
+        shutil.rmtree(run)
 
 
 def check_training_ended(run_dir: Path) -> None:

@@ -6,10 +6,12 @@
       checkpoints/           step-<N>/adapter.safetensors + resume state (the last K kept)
       adapter.safetensors    the latest complete adapter (or trainable weights)
       merged.pth, merge-report.json
+      .lock                  held (flock) by the live trainer: pid, host, start time (rwkv_tune.train.run_lock)
+      archive/<time>/        an earlier run moved aside by `train --restart`
 
 Event schema, version 1. Every line has `event`, `time` (unix seconds) and `v` (schema version):
   run_start  {run, preset, plan: {total_steps, epoch_steps, epoch_count, tokens_per_step, total_tokens,
-              trainable_params, total_params, passes_over_data}, spec, resumed_from_step}
+              trainable_params, total_params, passes_over_data}, spec, resumed_from_step, run_id}
   step       {step, epoch, loss, lr, tokens, tokens_per_s, elapsed_s, grad_norm, mem: {...}, skipped}
   eval       {step, loss, ppl}
   sample     {step, prompt, text}

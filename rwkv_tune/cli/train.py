@@ -17,6 +17,8 @@ def train(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved preset, the plan and the VRAM estimate; "
                                  "train nothing."),
     resume: str = typer.Option(None, "--resume", help="auto (latest checkpoint of the run) or a checkpoint folder."),
+    restart: bool = typer.Option(False, "--restart", help="Start the run in output.dir over: its files move to "
+                                 "output.dir/archive/<time>/."),
     no_tui: bool = typer.Option(False, "--no-tui", help="Plain progress output instead of the dashboard."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the plan as JSON."),
 ) -> None:
@@ -35,30 +37,38 @@ def train(
                 _print_plan(p, plan)
             return
         preset_mod.check_machine(p)
-        if p.train.devices * p.train.nodes > 1 and os.environ.get("RANK") is None:
+        rank = int(os.environ.get("RANK", "0"))
+        many = p.train.devices * p.train.nodes > 1 and os.environ.get("RANK") is None
+        use_tui = not no_tui and sys.stdout.isatty() and os.environ.get("RWKV_TUNE_NO_TUI") != "1"
+        if many or use_tui:  # the trainer runs in other processes: check the run directory here, report cleanly
+            from rwkv_tune.train.run_guard import check_run_dir
+
+            check_run_dir(p, resume=resume, restart=restart)
+        if many:
             from rwkv_tune.train.launcher import launch
 
             raise typer.Exit(launch(preset, set_, resume))
-        use_tui = not no_tui and sys.stdout.isatty() and os.environ.get("RWKV_TUNE_NO_TUI") != "1"
         if use_tui:
             from rwkv_tune.train.launcher import train_with_dashboard
 
             raise typer.Exit(train_with_dashboard(preset, set_, resume, Path(p.output.dir)))
-        _train_here(p, resume)
+        _train_here(p, resume, restart, rank)
 
 
-def _train_here(p, resume: str | None) -> None:
+def _train_here(p, resume: str | None, restart: bool, rank: int) -> None:
     from rwkv_tune import exit_codes
     from rwkv_tune.progress import make_printer
     from rwkv_tune.train import run
+    from rwkv_tune.train.run_guard import claim_run
 
-    with exit_codes.record_signals() as signals:
-        result = run(p, resume=resume, echo=make_printer(console))
-    code = exit_codes.for_run(result.reason, signals.last())
-    if code == exit_codes.DONE and p.output.merge and result.adapter is not None:
-        from rwkv_tune.train.finish import merge_run
+    with claim_run(p, resume=resume, restart=restart, rank=rank) as claim:  # held over the merge too
+        with exit_codes.record_signals() as signals:
+            result = run(p, resume=resume, echo=make_printer(console), claim=claim)
+        code = exit_codes.for_run(result.reason, signals.last())
+        if code == exit_codes.DONE and (p.output.merge or p.output.export == "gguf") and result.adapter is not None:
+            from rwkv_tune.train.finish import merge_run
 
-        merge_run(p, console=console)
+            merge_run(p, console=console)
     if code:
         raise typer.Exit(code)
 

@@ -89,7 +89,7 @@ class ObjectiveDriver:
             raise UserError(f"checkpoint {folder} is incomplete or missing (no 'complete' marker)",
                             "Resume from a complete checkpoint folder.")
         peft.load_adapter(self.model, folder / "adapter.safetensors")
-        state = torch.load(folder / "objective.pt", map_location="cpu", weights_only=False)
+        state = torch.load(folder / "objective.pt", map_location="cpu", weights_only=True)  # nothing in it runs
         self.optimizer.load_state_dict(state["optimizer"])
         self.objective.load_state_dict(state["objective"])
         self.step = int(state["step"])

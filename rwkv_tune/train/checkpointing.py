@@ -20,12 +20,15 @@ import numpy as np
 import torch
 
 from rwkv_tune.checkpoint import atomic_path
-from rwkv_tune.errors import ResourceError
+from rwkv_tune.errors import ResourceError, UserError
 from rwkv_tune.runs import RunDir
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state in plain types and tensors (numpy's key array as a list), so it loads weights_only."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -33,7 +36,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -82,5 +86,14 @@ def _save_checkpoint(run: RunDir, step: int, write_adapter: Any, trainer_state: 
 
 
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
-    """The trainer state of a complete checkpoint (our own file: weights_only is still used)."""
-    return torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=False)
+    """The trainer state of a complete checkpoint, read with weights_only=True: a folder from elsewhere
+    cannot run code (only tensors, numbers, strings, lists, tuples and dicts load)."""
+    import pickle
+
+    try:
+        return torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise UserError(f"{checkpoint / 'trainer.pt'} is not a trainer state rwkv-tune wrote (refused unread: "
+                        f"{str(exc).splitlines()[0][:160]})",
+                        "Resume from a checkpoint this tool saved (--resume auto), or start over with --restart.") \
+            from None

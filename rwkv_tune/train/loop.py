@@ -112,6 +112,7 @@ class Trainer:
         self.saved_step = -1
         self.resumed_from: int | None = None
         self.control = ControlFile(self.run.control, rank=rank, world_size=world_size, engine=engine)
+        self.run_id, self.claim_warnings = "", []  # set by train.run from its claim on the run directory
 
     # ----------------------------------------------------------------- setup
     def emit(self, event: str, **payload: Any) -> None:
@@ -278,7 +279,7 @@ class Trainer:
             "data": self.batches.state_dict(), "step": self.step, "skipped": self.skipped,
             "elapsed_s": self.elapsed_before + (time.time() - self.started), "tokens": self.tokens_seen,
             "rng": self.engine.gather_rng(rng_state()) if self.engine else rng_state(),
-            "losses": self.losses, "version": __version__,
+            "losses": self.losses, "version": __version__, "run_id": self.run_id,
         }
         self.saved_step = self.step
         if self.rank != 0:
@@ -314,8 +315,8 @@ class Trainer:
         if self.rank == 0:
             self.write_resolved_preset()
         self.emit("run_start", run=str(self.run.root), preset=p.to_dict(), plan=self.plan(), spec=self.spec.to_dict(),
-                  resumed_from_step=self.resumed_from, tool=__version__)
-        for w in getattr(self.batches, "warnings", lambda: [])():
+                  resumed_from_step=self.resumed_from, tool=__version__, run_id=self.run_id)
+        for w in [*self.claim_warnings, *getattr(self.batches, "warnings", lambda: [])()]:
             self.emit("warning", message=str(w))
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 

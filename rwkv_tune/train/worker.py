@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--resume", default=None)
+    parser.add_argument("--restart", action="store_true", help="archive the run in output.dir and start over")
     parser.add_argument("--quiet", action="store_true", help="no plain progress output (the dashboard shows it)")
     args = parser.parse_args(argv)
 
@@ -26,25 +27,28 @@ def main(argv: list[str] | None = None) -> int:
     from rwkv_tune.errors import UserError
     from rwkv_tune.progress import make_printer
     from rwkv_tune.train import run
+    from rwkv_tune.train.run_guard import claim_run
 
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     console = Console(stderr=True, highlight=False)
     try:
         p = preset_mod.load(args.preset, args.overrides)
-        engine = None
-        if world_size > 1:
-            from rwkv_tune.train.engines import DeepSpeedEngine
-
-            engine = DeepSpeedEngine(p, rank=rank, world_size=world_size)
         echo = make_printer(console) if rank == 0 and not args.quiet else None
-        with exit_codes.record_signals() as signals:
-            result = run(p, resume=args.resume, echo=echo, rank=rank, world_size=world_size, engine=engine)
-        if rank == 0 and (p.output.merge or p.output.export == "gguf") and result.adapter is not None \
-                and result.reason == "finished":  # a GGUF export is made from the merged model
-            from rwkv_tune.train.finish import merge_run
+        with claim_run(p, resume=args.resume, restart=args.restart, rank=rank) as claim:  # held over the merge
+            engine = None
+            if world_size > 1:
+                from rwkv_tune.train.engines import DeepSpeedEngine
 
-            merge_run(p, console=console)
+                engine = DeepSpeedEngine(p, rank=rank, world_size=world_size)
+            with exit_codes.record_signals() as signals:
+                result = run(p, resume=args.resume, echo=echo, rank=rank, world_size=world_size, engine=engine,
+                             claim=claim)
+            if rank == 0 and (p.output.merge or p.output.export == "gguf") and result.adapter is not None \
+                    and result.reason == "finished":  # a GGUF export is made from the merged model
+                from rwkv_tune.train.finish import merge_run
+
+                merge_run(p, console=console)
         return exit_codes.for_run(result.reason, signals.last())
     except UserError as exc:
         console.print(f"[bold red]error:[/] {exc.one_line()}")
