@@ -393,9 +393,7 @@ class Trainer:
             from rwkv_tune.train.objective_steps import evaluate_objective
 
             fields = evaluate_objective(self)
-            if fields is not None:
-                self.emit("eval", step=self.step, **fields)
-            return
+            return self.emit("eval", step=self.step, **fields) if fields else None
         loss = evaluate(self.model, d.eval_path, self.preset, self.device, batches=d.eval_batches)
         self.emit("eval", step=self.step, loss=loss, ppl=math.exp(min(loss, 50)))
 
