@@ -30,6 +30,7 @@ from rwkv_tune.train.checkpointing import load_trainer_state, rng_state, save_ch
 from rwkv_tune.train.control import ControlFile
 from rwkv_tune.train.evaluation import evaluate, samples
 from rwkv_tune.train.losses import sequence_loss
+from rwkv_tune.train.objective_steps import build_for_trainer, evaluate_objective, objective_micro_steps
 from rwkv_tune.train.plan import out_of_memory_advice
 from rwkv_tune.train.schedules import learning_rate
 
@@ -142,17 +143,14 @@ class Trainer:
         self.trainable = [q for q in self.model.parameters() if q.requires_grad]
         if not self.trainable:
             raise ConfigError(f"method {p.method.name} left no trainable parameters", "Check method.targets/layers.")
-        self.objective = None
-        if p.objective.type != "sft":  # dpo/orpo/grpo: built before _restore (the reference is the start)
-            from rwkv_tune.train.objective_steps import build_for_trainer
-
-            self.objective, self.batches = build_for_trainer(self)
-        else:
-            self.batches = make_batches(
-                p.data.path, mode=p.data.dataload, ctx_len=p.data.ctx_len, micro_bsz=p.train.micro_bsz,
-                loss_mask=p.data.loss_mask, seed=p.train.seed, rank=self.rank, world_size=self.world_size,
-                vocab_size=self.spec.vocab_size, type=None if p.data.type == "auto" else p.data.type,
-                fields=p.data.fields, split=p.data.split)
+        # dpo/orpo/grpo: the objective (built before _restore: its reference is the start) and its batches
+        self.objective, objective_batches = build_for_trainer(self)
+        self.batches = objective_batches or make_batches(
+            p.data.path, mode=p.data.dataload, ctx_len=p.data.ctx_len, micro_bsz=p.train.micro_bsz,
+            loss_mask=p.data.loss_mask, seed=p.train.seed, rank=self.rank, world_size=self.world_size,
+            vocab_size=self.spec.vocab_size, type=None if p.data.type == "auto" else p.data.type,
+            fields=p.data.fields, split=p.data.split,
+        )
         groups = param_groups(self.model, p.train.weight_decay)
         if self.engine is not None:
             self.optimizer = self.engine.wrap(self.model, groups, p)
@@ -247,8 +245,6 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         if self.objective is not None:
-            from rwkv_tune.train.objective_steps import objective_micro_steps
-
             loss, tokens, fields = objective_micro_steps(self, self._autocast)
         else:
             out = self._sft_micro_steps()
@@ -390,8 +386,6 @@ class Trainer:
         if not d.eval_path or not d.eval_every or self.step % d.eval_every:
             return
         if self.objective is not None:  # dpo/orpo: loss, pref_accuracy, margins on the held-out pairs
-            from rwkv_tune.train.objective_steps import evaluate_objective
-
             fields = evaluate_objective(self)
             return self.emit("eval", step=self.step, **fields) if fields else None
         loss = evaluate(self.model, d.eval_path, self.preset, self.device, batches=d.eval_batches)

@@ -57,17 +57,42 @@ def forget_rollouts_after(path: Path, groups: int) -> None:
         tmp.write_text("".join(kept), encoding="utf-8")
 
 
-def build_for_trainer(trainer: Any) -> tuple[Objective, ObjectiveBatches]:
-    """The preset's objective on the trainer's model (call after apply, before restore) and its batches."""
+def build_for_trainer(trainer: Any) -> tuple[Objective | None, ObjectiveBatches | None]:
+    """The preset's objective on the trainer's model (call after apply, before restore) and its batches.
+
+    (None, None) for sft, after refusing a pairs/prompts .jsonl file that data.type auto would read as text.
+    """
     from rwkv_tune.objectives.factory import build_objective
 
     p = trainer.preset
+    if p.objective.type == "sft":
+        refuse_objective_data(p.data.path, p.data.type)
+        return None, None
     run_dir = trainer.run.root if trainer.rank == 0 else None
     objective = build_objective(p.objective_config, trainer.model, p.data.path, data_type=p.data.type,
                                 batch_size=p.train.micro_bsz, seed=p.train.seed + trainer.rank, device=trainer.device,
                                 run_dir=run_dir, search_path=Path(p.source).resolve().parent if p.source else None)
     rollouts = trainer.run.root / ROLLOUTS_FILE if run_dir is not None else None
     return objective, ObjectiveBatches(objective, trainer.model, rollouts)
+
+
+def refuse_objective_data(path: str, data_type: str) -> None:
+    """SFT on a {prompt, chosen, rejected} file would train on its text: say which objective reads it."""
+    if data_type != "auto" or not str(path).endswith(".jsonl") or not Path(path).is_file():
+        return
+    import json
+
+    from rwkv_tune.errors import ConfigError
+
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        return
+    if isinstance(record, dict) and "chosen" in record and "rejected" in record:
+        raise ConfigError(f"{path} holds preference pairs (prompt, chosen, rejected), but objective.type is sft",
+                          "Set objective.type: dpo (or orpo) to train on them, or give SFT data.")
 
 
 def objective_micro_steps(trainer: Any, autocast: Callable[[], Any]) -> tuple[float, int, dict[str, float]]:

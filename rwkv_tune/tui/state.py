@@ -266,6 +266,8 @@ class RunState:
         remaining = max(0, total - self.step)
         if remaining == 0:
             return 0.0
+        if self.objective.active and self.elapsed_s and self.step:  # pairs/groups vary in tokens: time per step
+            return remaining * self.elapsed_s / self.step
         rate, per_step = self.recent_tokens_per_s, self.plan.get("tokens_per_step")
         if not rate or not per_step:
             return None

@@ -151,3 +151,10 @@ def test_pairs_data_for_grpo_is_refused_before_training(tmp_path):
 @pytest.fixture(autouse=True)
 def _single_thread(one_thread):
     """Every test here runs torch on one thread (`one_thread` in tests/conftest.py)."""
+
+
+def test_sft_on_a_pairs_file_says_which_objective_reads_it(tmp_path):
+    raw = objective_preset(tmp_path, {"type": "dpo"}, steps=2)
+    raw["objective"] = {"type": "sft"}
+    code, out = train(tmp_path, raw)
+    assert code == 2 and "holds preference pairs" in out and "objective.type: dpo" in out, out

@@ -126,3 +126,10 @@ def test_grpo_snapshot(snap_compare, tmp_path):
         await pilot.pause()
 
     assert snap_compare(DashboardApp(run.root, follow=False), terminal_size=(110, 32), run_before=loaded)
+
+
+def test_objective_eta_is_time_per_step(tmp_path):
+    run = ObjectiveRun(tmp_path / "run", "dpo", total_steps=100)
+    run.start()
+    run.objective_steps(20)  # 2 s per step in the scripted run
+    assert folded(run).eta_s == 80 * 2.0
