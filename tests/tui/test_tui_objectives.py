@@ -133,3 +133,13 @@ def test_objective_eta_is_time_per_step(tmp_path):
     run.start()
     run.objective_steps(20)  # 2 s per step in the scripted run
     assert folded(run).eta_s == 80 * 2.0
+
+
+def test_watch_plain_summary_has_the_objective_line(tmp_path):
+    from rwkv_tune.tui.format import summary_lines
+
+    run = ObjectiveRun(tmp_path / "run", "dpo")
+    run.start()
+    run.objective_steps(5)
+    lines = summary_lines(folded(run), now=1e12)
+    assert any(line.startswith("dpo      margin ") and "pref_acc" in line for line in lines), lines
