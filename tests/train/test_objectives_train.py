@@ -158,3 +158,17 @@ def test_sft_on_a_pairs_file_says_which_objective_reads_it(tmp_path):
     raw["objective"] = {"type": "sft"}
     code, out = train(tmp_path, raw)
     assert code == 2 and "holds preference pairs" in out and "objective.type: dpo" in out, out
+
+
+@pytest.mark.slow
+def test_dpo_on_two_deepspeed_cpu_ranks(tmp_path, monkeypatch):
+    """Each rank draws its own pairs (seed + rank); gradients average; rank 0 writes the events."""
+    pytest.importorskip("deepspeed")
+    monkeypatch.delenv("RANK", raising=False)
+    raw = objective_preset(tmp_path, {"type": "dpo"}, steps=4, micro_bsz=2, devices=2, strategy="deepspeed_stage_1")
+    raw["data"]["eval_every"] = 0
+    code, out = train(tmp_path, raw)
+    assert code == 0, out[-3000:]
+    losses = [e["loss"] for e in events(raw, "step")]
+    assert len(losses) == 4 and abs(losses[0] - 0.6931) < 1e-3 and losses[-1] < losses[0], losses
+    assert (tmp_path / "run" / "adapter.safetensors").exists()
