@@ -209,6 +209,10 @@ def objective_errors(p: Preset) -> list[ConfigError]:
     if kind != "sft" and p.data.dataload == "only":
         return [ConfigError(f"data.dataload = only is for next-token training, not objective.type = {kind}",
                             "Remove data.dataload (pairs and prompts are batched by the objective).")]
+    if kind != "sft" and p.train.strategy.startswith("deepspeed_stage_3"):
+        return [ConfigError(f"objective.type = {kind} is not supported with train.strategy = {p.train.strategy} yet "
+                            "(the reference policy's tensors are not gathered under ZeRO-3)",
+                            "Use deepspeed_stage_1 or deepspeed_stage_2 (or single).")]
     if kind != "sft" and p.train.train_type == "infctx":
         return [ConfigError(f"train.train_type = infctx is for next-token training, not objective.type = {kind}",
                             "Set train.train_type: normal.")]

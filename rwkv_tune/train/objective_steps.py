@@ -20,9 +20,14 @@ from rwkv_tune.objectives.rollout_log import ROLLOUTS_FILE
 class ObjectiveBatches:
     """The objective's endless batches, resumable like the SFT batch iterator (state_dict/load_state_dict)."""
 
-    def __init__(self, objective: Objective, model: torch.nn.Module, rollouts: Path | None):
-        self.objective, self.rollouts = objective, rollouts
+    def __init__(self, objective: Objective, model: torch.nn.Module, rollouts: Path | None,
+                 notes: list[str] | None = None):
+        self.objective, self.rollouts, self.notes = objective, rollouts, notes or []
         self._iterator = objective.batches(model)
+
+    def warnings(self) -> list[str]:
+        """What the trainer reports as `warning` events at the start (records cut to ctx_len)."""
+        return self.notes
 
     def __iter__(self) -> ObjectiveBatches:
         return self
@@ -69,11 +74,42 @@ def build_for_trainer(trainer: Any) -> tuple[Objective | None, ObjectiveBatches 
         refuse_objective_data(p.data.path, p.data.type)
         return None, None
     run_dir = trainer.run.root if trainer.rank == 0 else None
-    objective = build_objective(p.objective_config, trainer.model, p.data.path, data_type=p.data.type,
+    from rwkv_tune.objectives.pairs import read_objective_data
+
+    _, items = read_objective_data(p.data.path, p.data.type, vocab_size=trainer.spec.vocab_size)
+    items, cut = fit_to_context(items, p.data.ctx_len)
+    notes = [f"{cut} of {len(items)} records of {p.data.path} were longer than data.ctx_len = {p.data.ctx_len} "
+             "tokens and were cut (the prompt from its start, then the responses)"] if cut else []
+    objective = build_objective(p.objective_config, trainer.model, items, data_type=p.data.type,
                                 batch_size=p.train.micro_bsz, seed=p.train.seed + trainer.rank, device=trainer.device,
                                 run_dir=run_dir, search_path=Path(p.source).resolve().parent if p.source else None)
     rollouts = trainer.run.root / ROLLOUTS_FILE if run_dir is not None else None
-    return objective, ObjectiveBatches(objective, trainer.model, rollouts)
+    return objective, ObjectiveBatches(objective, trainer.model, rollouts, notes)
+
+
+def fit_to_context(items: list[Any], ctx_len: int) -> tuple[list[Any], int]:
+    """Pairs and prompts cut to ctx_len tokens: a prompt keeps its end (at least one token), responses their start."""
+    from dataclasses import replace
+
+    from rwkv_tune.objectives.pairs import Pair
+
+    out, cut = [], 0
+    for item in items:
+        if isinstance(item, Pair):
+            longest = max(len(item.chosen), len(item.rejected))
+            if len(item.prompt) + longest <= ctx_len:
+                out.append(item)
+                continue
+            prompt = item.prompt[-max(1, ctx_len - longest):]
+            room = max(1, ctx_len - len(prompt))
+            out.append(Pair(prompt, item.chosen[:room], item.rejected[:room]))
+        else:
+            if len(item.ids) <= ctx_len:
+                out.append(item)
+                continue
+            out.append(replace(item, ids=item.ids[-ctx_len:]))
+        cut += 1
+    return out, cut
 
 
 def refuse_objective_data(path: str, data_type: str) -> None:

@@ -172,3 +172,18 @@ def test_dpo_on_two_deepspeed_cpu_ranks(tmp_path, monkeypatch):
     losses = [e["loss"] for e in events(raw, "step")]
     assert len(losses) == 4 and abs(losses[0] - 0.6931) < 1e-3 and losses[-1] < losses[0], losses
     assert (tmp_path / "run" / "adapter.safetensors").exists()
+
+
+def test_records_longer_than_ctx_len_are_cut_with_a_warning(tmp_path):
+    from rwkv_tune.objectives.pairs import Pair, Prompt
+    from rwkv_tune.train.objective_steps import fit_to_context
+
+    pairs, cut = fit_to_context([Pair(tuple(range(10, 20)), (1, 2, 0), (3, 0)), Pair((5,), (6,), (7,))], 8)
+    assert cut == 1 and pairs[0] == Pair(tuple(range(15, 20)), (1, 2, 0), (3, 0)) and pairs[1] == Pair((5,), (6,), (7,))
+    (prompt,), cut = fit_to_context([Prompt("p", tuple(range(30)), {}, 0)], 8)
+    assert cut == 1 and prompt.ids == tuple(range(22, 30))
+    raw = objective_preset(tmp_path, {"type": "dpo"}, steps=2, micro_bsz=2)
+    raw["data"]["ctx_len"], raw["data"]["eval_every"] = 10, 0  # the prompts are 14 tokens
+    code, out = train(tmp_path, raw)
+    assert code == 0, out
+    assert "256 of 256 records" in " ".join(e["message"] for e in events(raw, "warning"))

@@ -49,6 +49,15 @@ def test_objective_and_data_type_cross_checks_name_the_fix(objective, data_type,
     assert len(found) == 1 and needle in found[0], found
 
 
+def test_objectives_are_refused_under_zero3_and_infctx():
+    pairs = {"path": "d.jsonl", "type": "pairs"}
+    zero3 = messages(base(objective={"type": "dpo"}, data=pairs,
+                          train={"strategy": "deepspeed_stage_3", "devices": 2}))
+    assert len(zero3) == 1 and "ZeRO-3" in zero3[0] and "deepspeed_stage_2" in zero3[0]
+    infctx = messages(base(objective={"type": "dpo"}, data={**pairs, "ctx_len": 1024}, train={"train_type": "infctx"}))
+    assert len(infctx) == 1 and "infctx" in infctx[0]
+
+
 def test_a_refused_objective_does_not_add_a_cross_check_about_sft():
     found = messages(base(objective={"type": "dpoo"}, data={"path": "d.jsonl", "type": "pairs"}))
     assert len(found) == 1 and "did you mean 'dpo'" in found[0], found
