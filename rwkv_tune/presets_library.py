@@ -25,6 +25,7 @@ SECTION_NOTES = {
     "model": "the base model; its architecture is detected from the file",
     "method": "how to fine-tune it",
     "data": "what to train on",
+    "objective": "what training optimises: preferences (dpo, orpo) or rewards (grpo)",
     "train": "the optimisation",
     "output": "where the run goes",
 }
@@ -38,11 +39,14 @@ ALWAYS = {
 METHOD_KEYS = {"lora": ("name", "r", "alpha", "dropout", "train_parts"),
                "pissa": ("name", "r", "alpha", "svd_niter", "train_parts"),
                "miss": ("name", "mode", "r", "train_parts"), "state": ("name",), "full": ("name",)}
+OBJECTIVE_KEYS = {"dpo": ("type", "beta"), "orpo": ("type", "beta"),
+                  "grpo": ("type", "group_size", "max_new_tokens", "temperature", "top_p", "kl_beta", "clip_eps",
+                           "rewards")}
 # Comments for keys whose schema field has no doc of its own.
 DOCS = {
     "model.spec": "the architecture this preset was made for; checked against the file",
     "quant": "none | int8 | nf4: how the frozen base weights are stored (bitsandbytes)",
-    "data.type": "auto detects binidx / jsonl / text from the path",
+    "data.type": "auto detects binidx / jsonl / text (or pairs / prompts) from the path",
     "data.loss_mask": "pad: no loss on padding; qa/sft: loss on the answers only; none",
     "data.ctx_len": "tokens per sample (RWKV-7 kernels pad to a multiple of 16)",
     "train.micro_bsz": "sequences per GPU per step",
@@ -98,13 +102,16 @@ def render(preset: Preset, header: Sequence[str] = ()) -> str:
     rows: list[tuple[str, str]] = [("# " + line if line else "#", "") for line in header]
     if header:
         rows.append(("", ""))
-    for section in ("model", "method", "quant", "data", "train", "output"):
+    for section in ("model", "method", "quant", "data", "objective", "train", "output"):
+        if section == "objective" and preset.objective.type == "sft":
+            continue  # next-token training: no objective section
         if section == "quant":
             rows.append((f"quant: {_scalar(preset.quant)}", DOCS["quant"]))
             rows.append(("", ""))
             continue
         obj = getattr(preset, section)
-        keep = METHOD_KEYS.get(preset.method_name, ("name",)) if section == "method" else ALWAYS[section]
+        keep = (METHOD_KEYS.get(preset.method_name, ("name",)) if section == "method"
+                else OBJECTIVE_KEYS[preset.objective.type] if section == "objective" else ALWAYS[section])
         if section == "train" and preset.train.train_type == "infctx":
             keep = (*keep, "chunk_ctx")
         rows.append((f"# {SECTION_NOTES[section]}", ""))

@@ -17,6 +17,7 @@ from rich.segment import ControlType
 from rich.text import Text
 
 from rwkv_tune.tui.format import fmt_loss, fmt_num, one_line, plan_line, step_line
+from rwkv_tune.tui.objective_state import summary
 from rwkv_tune.tui.state import RunState
 
 
@@ -36,7 +37,7 @@ def make_printer(console: Console, *, every_s: float = 10.0) -> Callable[[dict[s
         console.print(Text(text, style), soft_wrap=True)
 
     def print_step(event: dict[str, Any]) -> None:
-        line = step_line(state)
+        line = " · ".join(part for part in (step_line(state), summary(event)) if part)
         if live:
             clear_live()
             console.print(Text(line[: max(1, console.width - 1)]), end="", soft_wrap=True)
@@ -62,8 +63,9 @@ def make_printer(console: Console, *, every_s: float = 10.0) -> Callable[[dict[s
             say(head + plan_line(state.plan), "bold")
             shown["time"] = None
         elif kind == "eval":
+            extra = summary(event)  # dpo/orpo: margin and preference accuracy instead of perplexity
             say(f"eval at step {event.get('step')}: loss {fmt_loss(event.get('loss'))} · "
-                f"ppl {fmt_num(event.get('ppl'))}", "cyan")
+                + (extra or f"ppl {fmt_num(event.get('ppl'))}"), "cyan")
         elif kind == "checkpoint":
             say(f"checkpoint at step {event.get('step')}: {event.get('path', '')}", "green")
         elif kind == "sample":

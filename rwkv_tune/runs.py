@@ -8,12 +8,18 @@
       merged.pth, merge-report.json
       .lock                  held (flock) by the live trainer: pid, host, start time (rwkv_tune.train.run_lock)
       archive/<time>/        an earlier run moved aside by `train --restart`
+      rollouts.jsonl         GRPO: one line per sampled group {group, index, prompt, completions, rewards, terms,
+                             advantages} (a resume drops the lines past its checkpoint: they are sampled again)
 
 Event schema, version 1. Every line has `event`, `time` (unix seconds) and `v` (schema version):
   run_start  {run, preset, plan: {total_steps, epoch_steps, epoch_count, tokens_per_step, total_tokens,
               trainable_params, total_params, passes_over_data}, spec, resumed_from_step, run_id}
   step       {step, epoch, loss, lr, tokens, tokens_per_s, elapsed_s, grad_norm, mem: {...}, skipped}
-  eval       {step, loss, ppl}
+             + the objective's fields (averaged over the step's micro-batches):
+               dpo  reward_chosen, reward_rejected, reward_margin, pref_accuracy, logp_chosen, logp_rejected
+               orpo nll_chosen, odds_ratio_loss, log_odds_ratio, pref_accuracy
+               grpo reward_mean, reward_std, reward/<fn>/mean, reward/<fn>/std, kl, clip_fraction, completion_length
+  eval       {step, loss, ppl}   (dpo/orpo: {step, loss, pref_accuracy, reward_margin, …} on data.eval_path pairs)
   sample     {step, prompt, text}
   checkpoint {step, epoch, path}
   warning    {message}

@@ -19,7 +19,7 @@ from rwkv_tune.resources import presets_dir
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 SHIPPED = sorted(presets_dir().glob("*.yaml"))
 NAME = re.compile(r"^v(?P<version>[567])-(?P<size>[0-9.]+B)-(?P<method>lora|pissa|miss|bat|state|full)"
-                  r"(?:-(?P<quant>int8|nf4))?$")
+                  r"(?:-(?P<quant>int8|nf4))?(?:-(?P<objective>dpo|orpo|grpo))?$")
 
 
 def run(*args: str):
@@ -39,7 +39,7 @@ def plain(result) -> str:
 
 def test_the_library_covers_the_issue():
     names = [p.stem for p in SHIPPED]
-    assert 20 <= len(names) <= 30
+    assert 20 <= len(names) <= 40
     parsed = [NAME.match(n) for n in names]
     assert all(parsed), [n for n, m in zip(names, parsed, strict=True) if not m]
     have = {(m["version"], m["size"]) for m in parsed}
@@ -47,6 +47,8 @@ def test_the_library_covers_the_issue():
         assert want in have
     assert {m["method"] for m in parsed} >= {"lora", "pissa", "miss", "bat", "state"}
     assert {m["quant"] for m in parsed} >= {None, "int8", "nf4"}
+    for size in ("0.1B", "0.4B", "1.5B", "2.9B"):  # preference and reward training for every v7 size
+        assert {f"v7-{size}-lora-dpo", f"v7-{size}-lora-grpo"} <= set(names)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -57,6 +59,7 @@ def test_every_shipped_preset_validates_and_matches_its_name(path):
     check_against_spec(preset, spec)
     assert preset.model.spec["n_layer"] == spec.n_layer and preset.model.spec["n_embd"] == spec.n_embd
     assert preset.quant == (m["quant"] or "none")
+    assert preset.objective.type == (m["objective"] or "sft")
     method = {"bat": "miss"}.get(m["method"], m["method"])
     assert preset.method_name == method and (m["method"] != "bat" or preset.method.mode == "bat")
     lr = (preset.train.lr_init, preset.train.lr_final)
@@ -66,7 +69,8 @@ def test_every_shipped_preset_validates_and_matches_its_name(path):
     assert text.startswith("# RWKV-") and "# the base model" in text  # a description and comments
     # the estimator can price it and it fits the card its first line names
     e = estimate(spec, method=preset.method_name, mode=preset.method.mode, rank=preset.method.r, quant=preset.quant,
-                 ctx_len=preset.data.ctx_len, micro_bsz=preset.train.micro_bsz)
+                 ctx_len=preset.data.ctx_len, micro_bsz=preset.train.micro_bsz, objective=preset.objective.type,
+                 group_size=preset.objective.group_size, max_new_tokens=preset.objective.max_new_tokens)
     card = int(re.search(r"fits (\d+) GB cards", text.splitlines()[0])[1])
     assert any(g.name.endswith(f"{card}GB") for g in e.gpus_fit)
     # the renderer reproduces it (what `init` writes is the same shape as what ships)

@@ -31,6 +31,9 @@ def estimate(
     devices: int | None = typer.Option(None, "--devices", help="GPUs (needs a deepspeed strategy when > 1)."),
     train_type: str | None = typer.Option(None, "--train-type", help=key_help("train.train_type")),
     chunk_ctx: int | None = typer.Option(None, "--chunk-ctx", help="infctx chunk length."),
+    objective: str | None = typer.Option(None, "--objective", help=key_help("objective.type")),
+    group_size: int | None = typer.Option(None, "--group-size", help="GRPO: completions per prompt (default 8)."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="GRPO: longest completion (default 256)."),
     gpu: str | None = typer.Option(None, "--gpu", help="Target card: '4090', 'A100 80GB', 'h100' or a size like 24GB."),
     tokens: int | None = typer.Option(None, "--tokens", help="Training tokens of the run (for the time)."),
     epoch_steps: int | None = typer.Option(None, "--epoch-steps", help="Optimizer steps per epoch."),
@@ -52,6 +55,7 @@ def estimate(
         flags = {"model": model, "size": size, "version": version, "method": method, "rank": rank, "quant": quant,
                  "ctx_len": ctx_len, "micro_bsz": micro_bsz, "grad_cp": grad_cp, "precision": precision,
                  "strategy": strategy, "devices": devices, "train_type": train_type, "chunk_ctx": chunk_ctx,
+                 "objective": objective, "group_size": group_size, "max_new_tokens": max_new_tokens,
                  "gpu": gpu, "tokens": tokens, "epoch_steps": epoch_steps, "epoch_count": epoch_count}
         opts.update({k: v for k, v in flags.items() if v is not None})
         if "quant" in opts:
@@ -84,6 +88,15 @@ def _count(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _objective_text(c) -> str:
+    """' · dpo (2 sequences per sample)' etc.; '' for sft."""
+    if c.objective in ("dpo", "orpo"):
+        return f" · {c.objective} (chosen + rejected: {c.rows} sequences per micro-batch)"
+    if c.objective == "grpo":
+        return f" · grpo ({c.group_size} sampled sequences of ctx + {c.max_new_tokens} new tokens)"
+    return ""
+
+
 def _render(e: Estimate) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -95,7 +108,7 @@ def _render(e: Estimate) -> None:
     method = f"{c.method}" + (f" ({c.mode})" if c.method == "miss" else "") + (f" r={c.rank}" if c.is_adapter else "")
     run = (f"{method} · quant {c.quant} · {c.precision} · ctx {c.ctx_len} × micro_bsz {c.micro_bsz} · "
            f"grad_cp {'on' if c.grad_cp else 'off'} · {c.strategy}" + (f" × {c.devices} GPUs" if c.devices > 1 else "")
-           + (f" · infctx chunk {c.chunk_ctx}" if c.train_type == "infctx" else ""))
+           + (f" · infctx chunk {c.chunk_ctx}" if c.train_type == "infctx" else "") + _objective_text(c))
     name = s.variant_name if s.variant else f"RWKV-{s.version}"
     console.print(f"[bold]{name} {s.size_name}[/] (L{s.n_layer} × C{s.n_embd}, {_count(p.total)} params, "
                   f"{_count(p.trainable)} trained) · {escape(run)}")

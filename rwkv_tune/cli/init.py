@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 def init(
     model: str | None = typer.Option(None, "--model", "-m", help="Base model file (.pth or .safetensors)."),
     data: str | None = typer.Option(None, "--data", "-d", help="Training data: binidx prefix, .jsonl/.txt file or folder."),
+    objective: str | None = typer.Option(None, "--objective", help="What kind of training: sft | dpo | orpo | grpo "
+                                         "(dpo/orpo read preference pairs, grpo prompts; default sft)."),
     method: str | None = typer.Option(None, "--method", help=key_help("method.name")),
     rank: int | None = typer.Option(None, "--rank", "-r", help="Adapter rank (MiSS/DiSHA: shard size)."),
     quant: str | None = typer.Option(None, "--quant", help=key_help("quant")),
@@ -55,7 +57,7 @@ def init(
                               "Pass --yes (with --model and --data) to write the preset from flags and recommended values.")
         if yes and model is None:
             raise ConfigError("--yes needs --model", "Pass --model path/to/model.pth (the architecture is read from it).")
-        flags = {"model": model, "data": data, "gpu": gpu, "method": method, "rank": rank, "quant": quant,
+        flags = {"model": model, "objective": objective, "data": data, "gpu": gpu, "method": method, "rank": rank, "quant": quant,
                  "ctx_len": ctx_len, "micro_bsz": micro_bsz, "grad_cp": grad_cp, "precision": precision,
                  "devices": devices, "strategy": strategy, "lr_init": lr_init, "lr_final": lr_final,
                  "epoch_steps": epoch_steps, "epoch_count": epoch_count, "out": out,

@@ -80,7 +80,8 @@ def _print_plan(p, plan: dict) -> None:
     console.print(Panel(Syntax(plan["preset"], "yaml", theme="ansi_dark"), title="resolved preset", expand=False))
     spec = plan["spec"]
     console.print(f"[bold]model[/] RWKV-{spec['version']} L{spec['n_layer']} × C{spec['n_embd']} "
-                  f"({spec.get('size_name', '')}) · method {plan['method']} · quant {plan['quant']}")
+                  f"({spec.get('size_name', '')}) · method {plan['method']} · quant {plan['quant']}"
+                  + (f" · objective {plan['objective']}" if plan.get("objective", "sft") != "sft" else ""))
     if plan["trainable_params"]:
         console.print(f"[bold]trainable[/] {plan['trainable_params']:,} parameters")
     passes = plan["passes_over_data"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from rwkv_tune.errors import ConfigError
+from rwkv_tune.objectives.config import OBJECTIVES
 from rwkv_tune.preset.schema import (
     CANONICAL_METHOD,
     DEFAULT_TRAIN_PARTS,
@@ -41,6 +42,23 @@ class Config:
     train_type: str = "normal"
     chunk_ctx: int = 512
     chunked_ce: bool = False  # loss computed in row chunks: the full [B*T, V] fp32 logits never exist
+    objective: str = "sft"  # dpo/orpo: two sequences per sample; grpo: group_size sampled sequences
+    group_size: int = 8  # grpo: sequences of ctx_len (prompt) + max_new_tokens per micro-batch
+    max_new_tokens: int = 256
+
+    @property
+    def rows(self) -> int:
+        """Sequences in one forward: micro_bsz (sft), two per pair (dpo/orpo), one group (grpo)."""
+        if self.objective in ("dpo", "orpo"):
+            return 2 * self.micro_bsz
+        if self.objective == "grpo":
+            return self.group_size
+        return self.micro_bsz
+
+    @property
+    def keeps_reference_copy(self) -> bool:
+        """DPO and GRPO keep the starting values of trained dense tensors (all weights under full)."""
+        return self.objective in ("dpo", "grpo")
 
     @property
     def deepspeed(self) -> bool:
@@ -99,7 +117,9 @@ def check(cfg: Config, spec: ModelSpec) -> None:
     _choice("precision", cfg.precision, PRECISIONS)
     _choice("strategy", cfg.strategy, STRATEGIES)
     _choice("train_type", cfg.train_type, TRAIN_TYPES)
-    for key in ("rank", "ctx_len", "micro_bsz", "devices", "accumulate_grad_batches", "chunk_ctx"):
+    _choice("objective", cfg.objective, OBJECTIVES)
+    for key in ("rank", "ctx_len", "micro_bsz", "devices", "accumulate_grad_batches", "chunk_ctx", "group_size",
+                "max_new_tokens"):
         _positive(key, getattr(cfg, key))
     if cfg.devices > 1 and not cfg.deepspeed:
         raise ConfigError(f"devices {cfg.devices} needs a DeepSpeed strategy (strategy is 'single')",

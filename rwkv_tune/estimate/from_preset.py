@@ -73,6 +73,11 @@ def options_from_preset(path: Path) -> dict[str, Any]:
     for key in _TRAIN_KEYS:
         if train.get(key) is not None:
             out[key] = getattr(preset.train, key)
+    objective = raw.get("objective")
+    given_objective = {"type": objective} if isinstance(objective, str) else (objective or {})
+    for key, option in (("type", "objective"), ("group_size", "group_size"), ("max_new_tokens", "max_new_tokens")):
+        if given_objective.get(key) is not None:
+            out[option] = getattr(preset.objective, key)
     if train.get("nodes") is not None:  # ZeRO shards over every GPU of every node
         out["devices"] = out.get("devices", 1) * preset.train.nodes
     return out

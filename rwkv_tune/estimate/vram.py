@@ -20,13 +20,14 @@ from rwkv_tune.estimate import deepembed
 from rwkv_tune.estimate.config import Config
 from rwkv_tune.spec import ModelSpec
 
-COMPONENTS = ("base_weights", "embedding_head", "trainable_weights", "gradients", "optimizer",
+COMPONENTS = ("base_weights", "embedding_head", "trainable_weights", "reference_weights", "gradients", "optimizer",
               "activations", "logits_loss", "workspace", "cuda_context", "allocator_overhead")
 
 DESCRIPTIONS = {
     "base_weights": "frozen layer weights (Linears quantised if quant)",
     "embedding_head": "frozen emb + head (+ RWKV-7a/7b per-token tables; never quantised)",
     "trainable_weights": "trained parameters",
+    "reference_weights": "dpo/grpo: starting values of trained dense tensors (the whole model under full)",
     "gradients": "their gradients",
     "optimizer": "AdamW moments (+ fp32 master under DeepSpeed)",
     "activations": "saved for backward (checkpoints with grad_cp)",
@@ -36,7 +37,7 @@ DESCRIPTIONS = {
     "allocator_overhead": "caching-allocator fragmentation",
 }
 PHASES = {"loss": "while computing the loss", "backward": "during the backward pass",
-          "step": "at the optimizer step"}
+          "step": "at the optimizer step", "generate": "while sampling a GRPO group (no gradients)"}
 
 _LINEAR_RE = re.compile(r"^blocks\.\d+\.((?:att|ffn|qkv)\.\w+)\.weight$")
 
@@ -256,9 +257,11 @@ def vram(spec: ModelSpec, cfg: Config, params: Params | None = None) -> VRAM:
         o = p.trainable * cal.SINGLE_OPTIMIZER_BYTES
 
     T = min(cfg.chunk_ctx, cfg.ctx_len) if cfg.train_type == "infctx" else cfg.ctx_len
+    if cfg.objective == "grpo":  # the prompt (up to ctx_len) and its sampled completion
+        T += cfg.max_new_tokens
     if spec.version == 7:
         T = ceil(T / cal.WKV7_CHUNK) * cal.WKV7_CHUNK  # the v7 kernel needs T % 16 == 0: pad
-    BT = cfg.micro_bsz * T
+    BT = cfg.rows * T
     C, F, L = spec.n_embd, spec.dim_ffn, spec.n_layer
 
     tensors = layer_tensors(spec, cfg, p) + deepembed.layer_tensors(spec, b, cfg.ctx_len)
@@ -281,13 +284,20 @@ def vram(spec: ModelSpec, cfg: Config, params: Params | None = None) -> VRAM:
         common_ws += L * cfg.micro_bsz * (2 * C * b + spec.n_head * spec.head_size**2 * 4)
         common_ws += deepembed.carried_cache_bytes(spec, cfg.micro_bsz, cfg.ctx_len, b)
 
+    # the reference policy keeps the trained dense tensors' starting values (fp32): all weights under full
+    reference = p.dense_trainable * 4 / (n if stage == 3 else 1) if cfg.keeps_reference_copy else 0.0
     static = {"base_weights": frozen_blocks, "embedding_head": frozen_emb, "trainable_weights": w,
+              "reference_weights": reference,
               "gradients": g, "optimizer": o, "cuda_context": cal.CUDA_CONTEXT_GIB * cal.GIB}
     moments = {
         "loss": {"activations": stored, "logits_loss": logits, "workspace": common_ws},
         "backward": {"activations": stored + recompute + backward_ws, "logits_loss": 0.0,
                      "workspace": common_ws + dequant},
     }
+    if cfg.objective == "grpo":  # G recurrent states and G rows of logits, no activations kept
+        states = L * cfg.group_size * (2 * C * b + spec.n_head * spec.head_size**2 * 4)
+        moments["generate"] = {"activations": 0.0, "logits_loss": cfg.group_size * spec.vocab_size * 4,
+                               "workspace": common_ws + states + dequant}
     if cfg.deepspeed and stage < 3 and not cfg.offload:
         moments["step"] = {"activations": 0.0, "logits_loss": 0.0,
                            "workspace": common_ws + p.trainable * cal.DS_STEP_FP32_GRAD_BYTES / n}

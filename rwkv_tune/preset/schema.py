@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from rwkv_tune.objectives.config import OBJECTIVES
+
 METHODS = ("lora", "pissa", "disha", "bone", "bat", "miss", "state", "full")
 CANONICAL_METHOD = {"bone": "miss", "bat": "miss", "disha": "miss"}
 QUANT_HELP = {
@@ -19,7 +21,8 @@ QUANT_HELP = {
 }
 QUANTS = tuple(QUANT_HELP)
 QUANT_KINDS = QUANTS[1:]  # what quant.py can quantize to
-DATA_TYPES = ("auto", "binidx", "jsonl", "sft", "chat", "text", "utf-8", "utf-16le", "numpy", "uint16", "dummy", "hf")
+DATA_TYPES = ("auto", "binidx", "jsonl", "sft", "chat", "text", "utf-8", "utf-16le", "numpy", "uint16", "dummy", "hf",
+              "pairs", "prompts")  # pairs: {prompt, chosen, rejected} (dpo/orpo); prompts: {prompt, answer?} (grpo)
 DATALOADS = ("get", "pad", "only")
 LOSS_MASKS = ("pad", "qa", "sft", "none")
 SCHEDULES = ("cos_decay", "wsd", "constant")
@@ -132,8 +135,23 @@ class OutputSection:
     tensorboard: bool = _f(False)
 
 
+@dataclass
+class ObjectiveSection:
+    """What training optimises; validated as a whole by `rwkv_tune.objectives.ObjectiveConfig`."""
+
+    type: str = _f("sft", choices=OBJECTIVES, doc="sft: next-token; dpo/orpo: preference pairs; grpo: rewards")
+    beta: float = _f(0.1, above=0.0, doc="dpo / orpo strength")
+    group_size: int = _f(8, lo=2, doc="grpo: completions sampled per prompt")
+    max_new_tokens: int = _f(256, lo=1, doc="grpo: longest completion, in tokens")
+    temperature: float = _f(1.0, above=0.0, doc="grpo: sampling temperature")
+    top_p: float = _f(1.0, above=0.0, hi=1.0, doc="grpo: nucleus sampling")
+    kl_beta: float = _f(0.04, lo=0.0, doc="grpo: KL penalty to the reference (the base, adapter off)")
+    clip_eps: float = _f(0.2, above=0.0, doc="grpo: ratio clip")
+    rewards: list = _f([], doc="grpo: built-in names (exact_answer regex length format) or {fn: 'module:function'}")
+
+
 SECTIONS: dict[str, type] = {"model": ModelSection, "method": MethodSection, "data": DataSection,
-                             "train": TrainSection, "output": OutputSection}
+                             "train": TrainSection, "output": OutputSection, "objective": ObjectiveSection}
 
 
 @dataclass
@@ -144,6 +162,7 @@ class Preset:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     output: OutputSection = field(default_factory=OutputSection)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     source: str | None = None  # where it was read from (not written back)
     provenance: dict | None = None  # tool version and fingerprints, written into a run's resolved preset
 
@@ -158,6 +177,13 @@ class Preset:
     def method_name(self) -> str:
         """The canonical method name (disha/bone/bat → miss)."""
         return CANONICAL_METHOD.get(self.method.name, self.method.name)
+
+    @property
+    def objective_config(self) -> Any:
+        """The objective section as an `ObjectiveConfig` (what `build_objective` takes)."""
+        from rwkv_tune.objectives.config import ObjectiveConfig
+
+        return ObjectiveConfig.from_dict(asdict(self.objective))
 
     @property
     def real_batch(self) -> int:

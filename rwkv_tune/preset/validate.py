@@ -14,8 +14,10 @@ from dataclasses import fields
 from typing import Any
 
 from rwkv_tune.errors import ConfigError, collecting, raise_all
+from rwkv_tune.objectives.config import DATA_TYPES as OBJECTIVE_DATA
+from rwkv_tune.objectives.config import ObjectiveConfig
 from rwkv_tune.preset.method import method_errors
-from rwkv_tune.preset.schema import QUANTS, SECTIONS, STATE_GRAD_OPS, Preset
+from rwkv_tune.preset.schema import QUANTS, SECTIONS, STATE_GRAD_OPS, ObjectiveSection, Preset
 
 
 def _suggest(name: str, valid: list[str]) -> str:
@@ -107,7 +109,17 @@ def check_quant(raw: Any, errors: list[ConfigError]) -> str:
     return "none"
 
 
-_KEY = re.compile(r"\b(?:model|method|data|train|output)\.\w+|\bquant\b")
+def check_objective(raw: Any, errors: list[ConfigError]) -> ObjectiveSection | None:
+    """The objective section, validated by `ObjectiveConfig` (its mistakes join the others); None if refused."""
+    try:
+        cfg = ObjectiveConfig.from_dict(raw)
+    except ConfigError as exc:
+        errors.append(exc)
+        return None
+    return ObjectiveSection(**{**cfg.to_dict(), "rewards": list(cfg.to_dict()["rewards"])})
+
+
+_KEY = re.compile(r"\b(?:model|method|data|train|output|objective)\.\w+|\bquant\b")
 
 
 def from_dict(raw: dict[str, Any], *, source: str | None = None, need_paths: bool = True) -> Preset:
@@ -119,7 +131,7 @@ def from_dict(raw: dict[str, Any], *, source: str | None = None, need_paths: boo
         raise ConfigError(f"preset {source or ''} is not a YAML mapping".replace("  ", " "),
                           "Start from `rwkv-tune presets copy NAME preset.yaml` or `rwkv-tune init`.")
     errors: list[ConfigError] = []
-    top = ["model", "method", "quant", "data", "train", "output", "provenance"]
+    top = ["model", "method", "quant", "data", "train", "output", "objective", "provenance"]
     for key in raw:
         if key not in top:
             errors.append(ConfigError(f"unknown preset section '{key}'", _suggest(str(key), top)))
@@ -130,11 +142,14 @@ def from_dict(raw: dict[str, Any], *, source: str | None = None, need_paths: boo
     if isinstance(method_raw, str):
         method_raw = {"name": method_raw}
     given = {**raw, "model": model_raw, "method": method_raw}
-    sections = {name: check_section(name, cls, given.get(name), errors) for name, cls in SECTIONS.items()}
+    sections = {name: check_section(name, cls, given.get(name), errors) for name, cls in SECTIONS.items()
+                if name != "objective"}
+    objective = check_objective(raw.get("objective"), errors)
+    sections["objective"] = objective or ObjectiveSection()
     preset = Preset(**sections, quant=check_quant(raw.get("quant", "none"), errors), source=source,
                     provenance=raw.get("provenance"))
     # A refused value was replaced by its default: skip cross-field mistakes that name a refused key.
-    refused = {k for e in errors for k in _KEY.findall(e.message)}
+    refused = {k for e in errors for k in _KEY.findall(e.message)} | ({"objective.type"} if objective is None else set())
     errors += [e for e in cross_field_errors(preset, need_paths=need_paths)
                if not refused & set(_KEY.findall(e.message))]
     raise_all(errors)
@@ -179,7 +194,33 @@ def cross_field_errors(p: Preset, *, need_paths: bool = True) -> list[ConfigErro
 
     with collecting(errors):
         check_export(p.output.export, p.method.name, p.method.mode, p.method.train_parts, p.quant)
+    errors += objective_errors(p)
     return errors
+
+
+def objective_errors(p: Preset) -> list[ConfigError]:
+    """The objective against the data it reads (dpo/orpo: pairs; grpo: prompts; sft: neither) and the method."""
+    kind, data_type = p.objective.type, p.data.type
+    wanted = OBJECTIVE_DATA.get(kind)
+    if wanted and data_type not in (*wanted, "auto"):
+        example = "prompt/chosen/rejected" if wanted[0] == "pairs" else "prompt/answer"
+        return [ConfigError(f"objective.type = {kind} reads {wanted[0]} data, but data.type is {data_type!r}",
+                            f"Set data.type: {wanted[0]} (or auto) and data.path to a {example} .jsonl file.")]
+    if not wanted and data_type in ("pairs", "prompts"):
+        fits = "dpo or orpo" if data_type == "pairs" else "grpo"
+        return [ConfigError(f"data.type = {data_type} needs objective.type {fits}; objective.type is {kind}",
+                            f"Set objective.type: {fits.split()[0]} (or data.type for next-token training).")]
+    if kind != "sft" and p.data.dataload == "only":
+        return [ConfigError(f"data.dataload = only is for next-token training, not objective.type = {kind}",
+                            "Remove data.dataload (pairs and prompts are batched by the objective).")]
+    if kind != "sft" and p.train.strategy.startswith("deepspeed_stage_3"):
+        return [ConfigError(f"objective.type = {kind} is not supported with train.strategy = {p.train.strategy} yet "
+                            "(the reference policy's tensors are not gathered under ZeRO-3)",
+                            "Use deepspeed_stage_1 or deepspeed_stage_2 (or single).")]
+    if kind != "sft" and p.train.train_type == "infctx":
+        return [ConfigError(f"train.train_type = infctx is for next-token training, not objective.type = {kind}",
+                            "Set train.train_type: normal.")]
+    return []
 
 
 def check_cross_fields(p: Preset) -> None:

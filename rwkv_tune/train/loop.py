@@ -30,6 +30,7 @@ from rwkv_tune.train.checkpointing import load_trainer_state, rng_state, save_ch
 from rwkv_tune.train.control import ControlFile
 from rwkv_tune.train.evaluation import evaluate, samples
 from rwkv_tune.train.losses import sequence_loss
+from rwkv_tune.train.objective_steps import build_for_trainer, evaluate_objective, objective_micro_steps
 from rwkv_tune.train.plan import out_of_memory_advice
 from rwkv_tune.train.schedules import learning_rate
 
@@ -143,7 +144,9 @@ class Trainer:
         self.trainable = [q for q in self.model.parameters() if q.requires_grad]
         if not self.trainable:
             raise ConfigError(f"method {p.method.name} left no trainable parameters", "Check method.targets/layers.")
-        self.batches = make_batches(
+        # dpo/orpo/grpo: the objective (built before _restore: its reference is the start) and its batches
+        self.objective, objective_batches = build_for_trainer(self)
+        self.batches = objective_batches or make_batches(
             p.data.path, mode=p.data.dataload, ctx_len=p.data.ctx_len, micro_bsz=p.train.micro_bsz,
             loss_mask=p.data.loss_mask, seed=p.train.seed, rank=self.rank, world_size=self.world_size,
             vocab_size=self.spec.vocab_size, type=None if p.data.type == "auto" else p.data.type,
@@ -224,11 +227,15 @@ class Trainer:
         return learning_rate(self.step, total_steps=self.preset.total_steps, lr_init=t.lr_init, lr_final=t.lr_final,
                              schedule=t.lr_schedule, warmup_steps=t.warmup_steps)
 
+    def _autocast(self) -> torch.autocast:
+        p = self.preset
+        enabled = p.train.precision == "bf16" or (self.device.type == "cuda" and p.train.precision == "fp16")
+        return torch.autocast(self.device.type, dtype=DTYPES[p.train.precision], enabled=enabled)
+
     def _micro_step(self, x: torch.Tensor, y: torch.Tensor, scale: float) -> tuple[float, int]:
         """Forward+backward of one micro-batch; returns (loss sum, target count)."""
         p = self.preset
-        autocast = p.train.precision == "bf16" or (self.device.type == "cuda" and p.train.precision == "fp16")
-        with torch.autocast(self.device.type, dtype=DTYPES[p.train.precision], enabled=autocast):
+        with self._autocast():
             return sequence_loss(self.model, x.to(self.device), y.to(self.device), scale=scale,
                                  chunk_ctx=p.train.chunk_ctx if p.train.train_type == "infctx" else None,
                                  l2wrap=p.train.l2wrap, backward=self.engine.backward if self.engine else None)
@@ -238,19 +245,13 @@ class Trainer:
         lr = self._lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        accumulate = p.train.accumulate_grad_batches
-        micro = [next(self.batches) for _ in range(accumulate)]
-        count = sum(int((y != -100).sum()) for _, y in micro)
-        distributed = self.world_size > 1 and self.engine is not None
-        if distributed:  # ranks average their gradients, so scale by world/global count: the exact global mean
-            count = int(self.engine.sum(count))
-        if count == 0:
-            return None
-        loss_sum = 0.0
-        for x, y in micro:
-            s, _ = self._micro_step(x, y, scale=(self.world_size if distributed else 1) / count)
-            loss_sum += s
-        loss = (self.engine.sum(loss_sum) if distributed else loss_sum) / count
+        if self.objective is not None:
+            loss, tokens, fields = objective_micro_steps(self, self._autocast)
+        else:
+            out = self._sft_micro_steps()
+            if out is None:
+                return None
+            (loss, tokens), fields = out, {}
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
@@ -268,10 +269,25 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        tokens = sum(int(x.numel()) for x, _ in micro) * self.world_size
         self.tokens_seen += tokens
         self.losses.append(loss)
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens}
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "fields": fields}
+
+    def _sft_micro_steps(self) -> tuple[float, int] | None:
+        """Next-token loss over `accumulate` micro-batches (backward done); (mean loss, tokens) or None if empty."""
+        micro = [next(self.batches) for _ in range(self.preset.train.accumulate_grad_batches)]
+        count = sum(int((y != -100).sum()) for _, y in micro)
+        distributed = self.world_size > 1 and self.engine is not None
+        if distributed:  # ranks average their gradients, so scale by world/global count: the exact global mean
+            count = int(self.engine.sum(count))
+        if count == 0:
+            return None
+        loss_sum = 0.0
+        for x, y in micro:
+            s, _ = self._micro_step(x, y, scale=(self.world_size if distributed else 1) / count)
+            loss_sum += s
+        loss = (self.engine.sum(loss_sum) if distributed else loss_sum) / count
+        return loss, sum(int(x.numel()) for x, _ in micro) * self.world_size
 
     def _checkpoint(self) -> Path:
         trainer_state = {
@@ -341,7 +357,8 @@ class Trainer:
                 self.emit("step", step=self.step, epoch=epoch, loss=out["loss"], lr=out["lr"],
                           tokens=self.tokens_seen, tokens_per_s=tokens_per_s,
                           elapsed_s=self.elapsed_before + time.time() - self.started,
-                          grad_norm=out["grad_norm"], mem=memory_stats(self.device), skipped=self.skipped)
+                          grad_norm=out["grad_norm"], mem=memory_stats(self.device), skipped=self.skipped,
+                          **out["fields"])
                 end_of_epoch = self.step % p.train.epoch_steps == 0
                 if (end_of_epoch and (self.step // p.train.epoch_steps) % p.train.epoch_save == 0) or (
                         p.train.save_every_steps and self.step % p.train.save_every_steps == 0):
@@ -375,6 +392,9 @@ class Trainer:
         d = self.preset.data
         if not d.eval_path or not d.eval_every or self.step % d.eval_every:
             return
+        if self.objective is not None:  # dpo/orpo: loss, pref_accuracy, margins on the held-out pairs
+            fields = evaluate_objective(self)
+            return self.emit("eval", step=self.step, **fields) if fields else None
         loss = evaluate(self.model, d.eval_path, self.preset, self.device, batches=d.eval_batches)
         self.emit("eval", step=self.step, loss=loss, ppl=math.exp(min(loss, 50)))
 

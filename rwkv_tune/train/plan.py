@@ -53,7 +53,9 @@ def estimate_options(p: Any) -> dict[str, Any]:
             "ctx_len": p.data.ctx_len, "micro_bsz": p.train.micro_bsz, "grad_cp": p.train.grad_cp,
             "precision": p.train.precision, "strategy": p.train.strategy, "devices": p.train.devices,
             "accumulate_grad_batches": p.train.accumulate_grad_batches, "train_type": p.train.train_type,
-            "chunk_ctx": p.train.chunk_ctx, "train_parts": list(p.method.train_parts)}
+            "chunk_ctx": p.train.chunk_ctx, "train_parts": list(p.method.train_parts),
+            "objective": p.objective.type, "group_size": p.objective.group_size,
+            "max_new_tokens": p.objective.max_new_tokens}
 
 
 def dry_run_plan(p: Any) -> dict[str, Any]:
@@ -69,7 +71,7 @@ def dry_run_plan(p: Any) -> dict[str, Any]:
     return {
         "preset": dump(p),
         "spec": est.spec.to_dict(),
-        "method": p.method_name, "quant": p.quant,
+        "method": p.method_name, "quant": p.quant, "objective": p.objective.type,
         "trainable_params": info["trainable_params"],
         "total_steps": p.total_steps, "real_batch": p.real_batch, "tokens_per_step": p.real_batch * p.data.ctx_len,
         "total_tokens": p.total_tokens, "data_tokens": tokens,

@@ -189,6 +189,10 @@ def summary_lines(state: RunState, *, now: float | None = None) -> list[str]:
     if state.evals:
         step, loss, ppl = state.evals[-1]
         lines.append(f"eval     {fmt_loss(loss)} · ppl {fmt_num(ppl)} at step {step}")
+    if state.objective.latest:  # dpo/orpo/grpo: reward, kl, margin, preference accuracy
+        from rwkv_tune.tui.objective_state import summary
+
+        lines.append(f"{state.objective.kind or 'objective':<8} {summary(state.objective.latest)}")
     lines.append(f"speed    {fmt_count(state.recent_tokens_per_s)} tokens/s · memory {memory_line(state.mem)}")
     lines.append(f"issues   {state.warnings} warnings · {state.nonfinite} non-finite losses · "
                  f"{state.skipped} skipped steps")

@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Label, ProgressBar, Static
 
+from rwkv_tune.tui.objective_widgets import ObjectiveChart, ObjectiveStats, RolloutsView, show_objective
 from rwkv_tune.tui.state import MergeState, RunState
 from rwkv_tune.tui.widgets import (
     CheckpointList,
@@ -50,10 +51,13 @@ class DashboardScreen(Screen[None]):
         yield ProgressPanel(id="progress")
         with Horizontal(id="middle"):
             yield LossChart(id="chart")
+            yield ObjectiveChart(id="objective-chart")  # dpo/orpo/grpo only
             yield StatsPanel(id="stats")
         with Horizontal(id="bottom"):
             yield EventLog(id="log")
+            yield RolloutsView(id="rollouts")  # grpo only
             with Vertical(id="side"):
+                yield ObjectiveStats(id="objective-stats")  # dpo/orpo/grpo only
                 yield CheckpointList(id="checkpoints")
                 yield SamplesView(id="samples")
         yield Footer()
@@ -70,6 +74,7 @@ class DashboardScreen(Screen[None]):
         self.query_one(EventLog).show(state)
         self.query_one(CheckpointList).show(state)
         self.query_one(SamplesView).show(state)
+        show_objective(self, state, run_dir)
         keys = (self.dashboard.run_over, state.paused)
         if keys != self._keys_shown:  # redrawing the footer is costly; its keys change only with these
             self._keys_shown = keys

@@ -13,6 +13,7 @@ from typing import Any
 
 from rwkv_tune.tui.chart import Series
 from rwkv_tune.tui.format import fmt_loss, fmt_num, one_line, plan_line
+from rwkv_tune.tui.objective_state import ObjectiveState
 
 RATE_WINDOW = 20  # recent steps whose tokens/s set the ETA (robust to start-up and resume)
 SMOOTH_BETA = 0.9  # EMA factor of the smoothed loss curve
@@ -68,6 +69,7 @@ class RunState:
     done: dict | None = None
     error: dict | None = None
     merge: MergeState = field(default_factory=MergeState)
+    objective: ObjectiveState = field(default_factory=ObjectiveState)  # dpo/orpo/grpo fields (empty for sft)
     raw_series: Series = field(default_factory=Series)
     smooth_series: Series = field(default_factory=Series)
     log: deque = field(default_factory=lambda: deque(maxlen=LOG_KEEP))
@@ -111,6 +113,7 @@ class RunState:
         self.done = self.error = None
         self._rates.clear()
         self._skipped_before = self.skipped
+        self.objective.start(self.preset, self.resumed_from_step)
         if self.resumed_from_step is not None:
             # Steps after the resume point are being redone: drop them so the curve does not fold back.
             cut = int(self.resumed_from_step)
@@ -144,6 +147,7 @@ class RunState:
             self.skipped += int(skipped)
         elif isinstance(skipped, int):
             self.skipped = self._skipped_before + skipped
+        self.objective.on_step(self.step, e)
         loss = e.get("loss")
         value = _num(loss)
         if value is not None and math.isfinite(value):
@@ -160,6 +164,7 @@ class RunState:
             self.loss = float("nan")
 
     def _on_eval(self, e: dict) -> None:
+        self.objective.on_eval(_int(e.get("step"), self.step) or 0, e)
         loss = _num(e.get("loss"))
         if loss is not None and math.isfinite(loss):
             step = _int(e.get("step"), self.step) or 0
@@ -262,6 +267,8 @@ class RunState:
         remaining = max(0, total - self.step)
         if remaining == 0:
             return 0.0
+        if self.objective.active and self.elapsed_s and self.step:  # pairs/groups vary in tokens: time per step
+            return remaining * self.elapsed_s / self.step
         rate, per_step = self.recent_tokens_per_s, self.plan.get("tokens_per_step")
         if not rate or not per_step:
             return None

@@ -9,9 +9,10 @@ from typing import Any
 
 from rwkv_tune.errors import ConfigError
 from rwkv_tune.estimate.gpus import GPU, find_gpu
+from rwkv_tune.objectives.config import OBJECTIVES
 from rwkv_tune.preset import PRECISIONS, STRATEGIES, TRAIN_TYPES
 from rwkv_tune.wizard.defaults import current_estimate, resolved
-from rwkv_tune.wizard.detect import inspect_data
+from rwkv_tune.wizard.detect import DataInfo, inspect_data, jsonl_kind
 from rwkv_tune.wizard.flow import build_preset
 from rwkv_tune.wizard.methods import ALIASES, METHODS, QUANT_HELP
 from rwkv_tune.wizard.state import FLAG_ONLY, FLOW, NO_GPU, State
@@ -89,9 +90,13 @@ def _parse(state: State, key: str, raw: Any, must_exist: bool) -> State:
                 raise ConfigError(f"data {path} does not exist", "Give a binidx prefix (data/train for data/train.bin "
                                   "+ .idx), a .jsonl/.txt file or a folder.")
             warnings += (f"data {path} does not exist yet; create it before training",)
+        check_objective_data(answers.get("objective", "sft"), info)
         return replace(state, answers={**answers, key: info.path}, data=info, warnings=warnings)
-    if key == "gpu":
-        value: Any = _gpu(raw, state)
+    if key == "objective":
+        text = str(raw).strip().lower()
+        value: Any = _choice("objective", {"preferences": "dpo", "rewards": "grpo"}.get(text, text), OBJECTIVES)
+    elif key == "gpu":
+        value = _gpu(raw, state)
     elif key == "method":
         value = ALIASES.get(str(raw).strip().lower(), str(raw).strip().lower())
         _choice("method", value, METHODS)
@@ -114,6 +119,18 @@ def _parse(state: State, key: str, raw: Any, must_exist: bool) -> State:
     else:
         raise ConfigError(f"unknown wizard answer {key!r}", f"Use one of: {', '.join((*FLOW, *FLAG_ONLY))}.")
     return replace(state, answers={**answers, key: value})
+
+
+def check_objective_data(objective: str, info: DataInfo) -> None:
+    """Refuse data that the objective cannot read: dpo/orpo want pairs, grpo prompts (a .jsonl file's first record)."""
+    wanted = {"dpo": "pairs", "orpo": "pairs", "grpo": "prompts"}.get(objective)
+    if wanted is None or info.kind == "missing":
+        return
+    found = jsonl_kind(info.path) if info.kind == "jsonl" else None
+    if found != wanted:
+        example = '{"prompt", "chosen", "rejected"}' if wanted == "pairs" else '{"prompt", "answer"}'
+        raise ConfigError(f"{objective} trains on {wanted}, but {info.path} holds {found or info.kind} records",
+                          f"Give a .jsonl file of {example} records, or choose another kind of training.")
 
 
 def answer(state: State, key: str, raw: Any, *, must_exist: bool = True) -> State:

@@ -57,6 +57,8 @@ def default(key: str, state: State, values: Mapping[str, Any] | None = None) -> 
     spec, method = state.spec, _peek("method", state, values)
     if key == "model":
         return state.found_models[0] if state.found_models else ""
+    if key == "objective":
+        return "sft"
     if key == "data":
         return ""
     if key == "gpu":
@@ -124,6 +126,7 @@ def _estimate(state: State, values: Mapping[str, Any]) -> Estimate | None:
     if knobs["train_type"] != "infctx":
         knobs.pop("chunk_ctx")
     steps = {k: _peek(k, state, values) for k in ("epoch_steps", "epoch_count")}
+    knobs["objective"] = _peek("objective", state, values) or "sft"
     return estimate(state.spec, method=name, mode=mode, rank=_peek("rank", state, values) or 64,
                     gpu=_peek("gpu", state, values), **{k: v for k, v in steps.items() if v}, **knobs)
 

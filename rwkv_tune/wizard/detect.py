@@ -106,6 +106,26 @@ def inspect_data(path: str) -> DataInfo:
     return DataInfo(path, "missing")
 
 
+def jsonl_kind(path: str) -> str | None:
+    """'pairs' ({prompt, chosen, rejected}) or 'prompts' ({prompt, …}) from a .jsonl file's first record; None else.
+
+    The same rule as `rwkv_tune.objectives.pairs.detect_kind`, without importing torch.
+    """
+    import json
+
+    try:
+        with open(Path(path).expanduser(), encoding="utf-8") as f:
+            line = next((line for line in f if line.strip()), "")
+        record = json.loads(line)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if "chosen" in record and "rejected" in record:
+        return "pairs"
+    return "prompts" if "prompt" in record else None
+
+
 def _binidx_documents(prefix: Path) -> int | None:
     """Item count from the .idx header (None when it is not a binidx v1 header)."""
     from rwkv_tune.data.binidx import HEADER, MAGIC, binidx_paths

@@ -11,6 +11,18 @@ from rwkv_tune.wizard.defaults import current_estimate, default, resolved
 from rwkv_tune.wizard.methods import ADAPTERS, METHOD_HELP, METHODS, QUANT_HELP, method_parts
 from rwkv_tune.wizard.state import ADVANCED, FLOW, NO_GPU, Choice, Question, State
 
+OBJECTIVE_CHOICES = (
+    Choice("sft", "SFT: learn from texts", "next-token training on documents or chat/instruction records"),
+    Choice("dpo", "preferences: DPO", "{prompt, chosen, rejected} pairs; the base (adapter off) is the reference"),
+    Choice("orpo", "preferences: ORPO", "{prompt, chosen, rejected} pairs; SFT and preference in one loss, no reference"),
+    Choice("grpo", "rewards: GRPO", "{prompt, answer} records; completions are sampled and scored by reward functions"),
+)
+OBJECTIVE_DATA = {  # the data question for each non-SFT objective: (message, help)
+    "dpo": ("Preference pairs (.jsonl)", 'one {"prompt", "chosen", "rejected"} record per line'),
+    "orpo": ("Preference pairs (.jsonl)", 'one {"prompt", "chosen", "rejected"} record per line'),
+    "grpo": ("Prompts (.jsonl)", 'one {"prompt", "answer"} record per line; exact_answer rewards matching answers'),
+}
+
 
 def applies(key: str, state: State) -> bool:
     """Whether `key` is a question for this state (rank only for adapters, devices only with 2+ GPUs, …)."""
@@ -40,7 +52,13 @@ def question(key: str, state: State) -> Question:
     if key == "model":
         return Question(key, "model", "Base model file (.pth or .safetensors)", d,
                         tuple(Choice(f, f) for f in state.found_models), "its architecture is detected from the file")
+    if key == "objective":
+        return Question(key, "select", "What kind of training?", d, OBJECTIVE_CHOICES,
+                        "preferences and rewards train on .jsonl records (pairs or prompts)")
     if key == "data":
+        kind = state.answers.get("objective", "sft")
+        if kind in OBJECTIVE_DATA:
+            return Question(key, "path", OBJECTIVE_DATA[kind][0], d, (), OBJECTIVE_DATA[kind][1])
         return Question(key, "path", "Training data", d, (),
                         "a binidx prefix (data/train for data/train.bin + .idx), a .jsonl/.txt file or a folder")
     if key == "gpu":
@@ -119,9 +137,15 @@ def to_raw(state: State) -> dict[str, Any]:
     if v["train_type"] == "infctx":
         train["chunk_ctx"] = v["chunk_ctx"]
     size = spec.size_name if spec is not None else "model"
-    return {"model": model, "method": method, "quant": "none" if name == "full" else v["quant"],
-            "data": {"path": v["data"] or "data/train", "ctx_len": v["ctx_len"]}, "train": train,
-            "output": {"dir": f"runs/{name}{'-' + mode if name == 'miss' else ''}-{size}"}}
+    raw = {"model": model, "method": method, "quant": "none" if name == "full" else v["quant"],
+           "data": {"path": v["data"] or "data/train", "ctx_len": v["ctx_len"]}, "train": train,
+           "output": {"dir": f"runs/{name}{'-' + mode if name == 'miss' else ''}-{size}"}}
+    kind = v.get("objective") or "sft"
+    if kind != "sft":
+        raw["objective"] = {"type": kind, **({"rewards": ["exact_answer"]} if kind == "grpo" else {})}
+        raw["data"]["type"] = "prompts" if kind == "grpo" else "pairs"
+        raw["output"]["dir"] = f"runs/{kind}-{raw['output']['dir'].removeprefix('runs/')}"
+    return raw
 
 
 def build_preset(state: State) -> Preset:

@@ -12,7 +12,7 @@ from rwkv_tune.spec import ModelSpec
 from rwkv_tune.wizard.detect import DataInfo
 
 ADVANCED = ("precision", "devices", "strategy", "lr_init", "lr_final", "epoch_steps", "epoch_count")
-FLOW = ("model", "data", "gpu", "method", "rank", "quant", "ctx_len", "micro_bsz", "grad_cp", "more", *ADVANCED, "out")
+FLOW = ("model", "objective", "data", "gpu", "method", "rank", "quant", "ctx_len", "micro_bsz", "grad_cp", "more", *ADVANCED, "out")
 # Keys that only flags set (no question): they keep these values unless given.
 FLAG_ONLY = {key: getattr(TrainSection(), key) for key in ("accumulate_grad_batches", "train_type", "chunk_ctx")}
 NO_GPU = "none"

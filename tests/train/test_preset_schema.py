@@ -41,6 +41,10 @@ def preset_with(model, key: str, value) -> dict:
         raw.setdefault(section, {})[name] = value
     if key == "output.export" and value == "peft":  # HF peft folders hold adapter weights only, no dense parts
         raw["method"]["train_parts"] = []
+    # each objective with the data it reads (and grpo with a reward), so only the walked value can be wrong
+    objective = {"pairs": "dpo", "prompts": "grpo"}.get(value) if key == "data.type" else value
+    if key in ("data.type", "objective.type") and objective in ("dpo", "orpo", "grpo"):
+        raw["objective"] = {"type": objective, "rewards": ["exact_answer"] if objective == "grpo" else []}
     return raw
 
 

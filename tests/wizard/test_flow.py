@@ -33,7 +33,7 @@ def keys_asked(state: wizard.State, replies: dict | None = None) -> list[str]:
 def test_flow_order_and_what_is_skipped():
     start = wizard.State()
     assert wizard.next_question(start).key == "model"
-    short = ["gpu", "method", "rank", "quant", "ctx_len", "micro_bsz", "grad_cp", "more", "out"]
+    short = ["objective", "gpu", "method", "rank", "quant", "ctx_len", "micro_bsz", "grad_cp", "more", "out"]
     assert keys_asked(state_for()) == short
     assert keys_asked(state_for(), {"more": True}) == short[:-1] + [
         "precision", "strategy", "lr_init", "lr_final", "epoch_steps", "epoch_count", "out"]

@@ -32,6 +32,8 @@ def test_wizard_in_a_terminal_writes_a_valid_preset(tmp_path, monkeypatch):
         child.send("\r")
         child.expect("RWKV-7")  # the detected spec, at once
         child.expect("VRAM ≈")  # and the estimate, again after every answer that changes it
+        child.expect("What kind of training?")
+        child.send("\r")  # SFT
         child.expect("Training data")
         child.send("missing.jsonl\r")
         child.expect("does not exist")  # a bad answer gets the reason and the question again
