@@ -118,8 +118,14 @@ def to_raw(state: State) -> dict[str, Any]:
         train["chunk_ctx"] = v["chunk_ctx"]
     size = spec.size_name if spec is not None else "model"
     return {"model": model, "method": method, "quant": "none" if name == "full" else v["quant"],
-            "data": {"path": v["data"] or "data/train", "ctx_len": v["ctx_len"]}, "train": train,
+            "data": {"path": v["data"] or "data/train", "ctx_len": v["ctx_len"], **_mask(state)}, "train": train,
             "output": {"dir": f"runs/{name}{'-' + mode if name == 'miss' else ''}-{size}"}}
+
+
+def _mask(state: State) -> dict[str, str]:
+    """The loss mask the data suggests (qa/sft need whole documents: dataload pad)."""
+    mask = state.data.loss_mask if state.data is not None else "pad"
+    return {"loss_mask": mask, "dataload": "pad"} if mask != "pad" else {}
 
 
 def build_preset(state: State) -> Preset:
