@@ -30,7 +30,8 @@ class DataInfo:
         count = f", {self.documents:,} documents" if self.documents is not None else ""
         return {"binidx": f"binidx (tokenized){count}", "jsonl": f"JSON lines{count}", "json": "a JSON file",
                 "text": "plain text", "folder": f"a folder of data files{count.replace('documents', 'files')}",
-                "missing": "not found"}[self.kind]
+                "missing": "not found"}[self.kind] + (f"; loss_mask {self.loss_mask} (what this data suggests)"
+                                                      if self.loss_mask != "pad" else "")
 
 
 def parse_nvidia_smi(text: str) -> tuple[GPU, ...]:
