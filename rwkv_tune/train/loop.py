@@ -31,6 +31,7 @@ from rwkv_tune.train.control import ControlFile
 from rwkv_tune.train.evaluation import evaluate, samples
 from rwkv_tune.train.losses import sequence_loss
 from rwkv_tune.train.plan import out_of_memory_advice
+from rwkv_tune.train.sample_prompts import default_prompts
 from rwkv_tune.train.schedules import learning_rate
 from rwkv_tune.train.wkv_op import settle_op
 
@@ -387,9 +388,10 @@ class Trainer:
 
     def _maybe_sample(self) -> None:
         t = self.preset.train
-        if self.rank != 0 or not t.sample_every or not t.sample_prompts or self.step % t.sample_every:
+        if self.rank != 0 or not t.sample_every or self.step % t.sample_every:
             return
-        for prompt, text in samples(self.model, t.sample_prompts, max_tokens=t.sample_tokens, seed=self.step):
+        prompts = t.sample_prompts or default_prompts(self.batches)  # sample_every alone: prompts from the data
+        for prompt, text in samples(self.model, prompts, max_tokens=t.sample_tokens, seed=self.step):
             if text is None:
                 self.emit("warning", message=f"sample prompt {prompt!r} has tokens beyond the model's vocab "
                           f"({self.spec.vocab_size}); skipped")
