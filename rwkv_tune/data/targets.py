@@ -27,7 +27,7 @@ def _quoted(markers: tuple[str, ...]) -> str:
 
 def check_targets(batches: Batches, sample: int = SAMPLE_DOCUMENTS) -> None:
     """Raise DataError when the loss mask leaves no target in the first `sample` usable documents."""
-    if batches.loss_mask not in ("qa", "sft") or batches.mode == "get":
+    if getattr(batches, "loss_mask", "pad") not in ("qa", "sft") or batches.mode == "get":
         return
     from rwkv_tune.data.tokenizer import get_tokenizer
 
