@@ -374,8 +374,9 @@ class Trainer:
         p = self.preset
         self.optimizer.zero_grad(set_to_none=True)
         advice = out_of_memory_advice(p, self.spec)
-        return UserError(f"out of GPU memory {during or f'at step {self.step + 1}'} (micro_bsz {p.train.micro_bsz}, ctx_len "
-                         f"{p.data.ctx_len}, grad_cp {p.train.grad_cp}, quant {p.quant}); nothing was written",
+        kept = "nothing was written" if during is None else "the checkpoints saved so far are kept"
+        return UserError(f"out of GPU memory {during or f'at step {self.step + 1}'} (micro_bsz {p.train.micro_bsz}, "
+                         f"ctx_len {p.data.ctx_len}, grad_cp {p.train.grad_cp}, quant {p.quant}); {kept}",
                          (f"Try {', '.join(advice)}; " if advice else "")
                          + f"`rwkv-tune estimate {p.source or 'PRESET'}` shows what fits.")
 
