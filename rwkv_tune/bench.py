@@ -179,6 +179,8 @@ def run(sizes: Sequence[str], ctxs: Sequence[int], ops: Sequence[str], *, kinds:
         dtype: torch.dtype | None = None, grad_cp: bool = False,
         progress: Callable[[BenchResult], None] | None = None) -> list[BenchResult]:
     """Every (kind, size, ctx, op) combination; out-of-memory and op failures become rows with `error`."""
+    from rwkv_tune.model.wkv import op_problem
+
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     for size in sizes:
@@ -190,15 +192,19 @@ def run(sizes: Sequence[str], ctxs: Sequence[int], ops: Sequence[str], *, kinds:
         for size in sizes:
             for ctx in ctxs:
                 for op in ops:
+                    problem = op_problem(op, device, head_size=HEAD_SIZE, dtype=dtype)
                     try:
+                        if problem:  # never time a fallback under this op's name
+                            raise RuntimeError(problem)
                         res = fn(size, op, ctx, batch=batch, steps=steps, warmup=warmup, device=device,
                                  dtype=dtype, **extra)
                     except torch.OutOfMemoryError:
                         res = BenchResult(kind, size, op, ctx, batch, str(dtype).removeprefix("torch."),
                                           str(device), error="out of memory")
                     except (RuntimeError, ValueError) as exc:
+                        why = f"unavailable: {problem}" if problem else f"{type(exc).__name__}: {str(exc)[:300]}"
                         res = BenchResult(kind, size, op, ctx, batch, str(dtype).removeprefix("torch."),
-                                          str(device), error=f"{type(exc).__name__}: {str(exc)[:300]}")
+                                          str(device), error=why)
                     finally:
                         if device.type == "cuda":
                             torch.cuda.empty_cache()

@@ -128,14 +128,14 @@ def _render(e: Estimate) -> None:
     console.print("Fits: " + (", ".join(fit_names[:6]) + (f" and {len(fit_names) - 6} larger" if len(fit_names) > 6 else "")
                               if fit_names else "[red]no common GPU[/]"))
     t = e.target
-    if t is not None:
+    if t is not None and e.target_asked:
         status = "[green]fits[/]" if e.fits_target else f"[red]does not fit[/] ({_gib(usable_gib(t))} GiB usable)"
         bsz = (f"micro_bsz up to {e.max_micro_bsz}" if e.max_micro_bsz else "not even micro_bsz 1 fits") \
             + f" at ctx_len {c.ctx_len}"
         ctx = "" if e.max_ctx_len is None else (
             f"; ctx_len up to {e.max_ctx_len}" if e.max_ctx_len else "; not even ctx_len 16 fits") + f" at micro_bsz {c.micro_bsz}"
         console.print(f"On {t.name}: {status}; {bsz}{ctx}")
-    if not e.fits_target:
+    if not e.fits_target and (e.target_asked or not e.gpus_fit):
         card = e.fix_gpu.name
         if e.fix:
             console.print(f"Fix for {card}: [bold]{escape(e.fix.flags)}[/] → {_gib(e.fix.total_gib)} GiB "
@@ -149,5 +149,7 @@ def _render(e: Estimate) -> None:
         if tm.time_s:
             line += f"; {_count(tm.tokens)} tokens → {_duration(tm.time_s)}"
         console.print(line)
+    elif not e.target_asked:
+        console.print("Speed and time: pass --gpu CARD (they depend on the card; `rwkv-tune init` measures this CPU)")
     for note in e.notes:
         console.print(f"[dim]{escape(note)}[/]")

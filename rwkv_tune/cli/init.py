@@ -16,7 +16,6 @@ from rwkv_tune.errors import ConfigError
 from rwkv_tune.preset.schema import key_help
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rwkv_tune.estimate import Estimate
     from rwkv_tune.wizard import State
 
 
@@ -41,7 +40,8 @@ def init(
     epoch_count: int | None = typer.Option(None, "--epoch-count", help="Epochs."),
     train_type: str | None = typer.Option(None, "--train-type", help=key_help("train.train_type")),
     chunk_ctx: int | None = typer.Option(None, "--chunk-ctx", help="infctx chunk length."),
-    gpu: str | None = typer.Option(None, "--gpu", help="Target GPU for the fit check: '4090', 'A100 80GB', '24GB', or 'none'."),
+    gpu: str | None = typer.Option(None, "--gpu", help="Target GPU for the fit check: '4090', 'A100 80GB', '24GB', "
+                                   "'cpu' (train here; the time is measured) or 'none'."),
     out: str | None = typer.Option(None, "--out", "-o", help="Where to write the preset (default preset.yaml)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Ask nothing: recommended values for everything not given."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
@@ -76,8 +76,9 @@ def init(
             state = run(state, console, force=force)
         preset = wizard.build_preset(state)
         e = wizard.current_estimate(state)
+        summary_lines = wizard.summary(e, state.gpus, cpu=wizard.resolved(state)["gpu"] == wizard.CPU) if e else []
         target = Path(wizard.resolved(state)["out"]).expanduser()
-        text = render(preset, _header(state, e, target))
+        text = render(preset, _header(state, summary_lines, target))
         with atomic_path(target) as tmp:
             tmp.write_text(text, encoding="utf-8")
     if preset.quant != "none" and importlib.util.find_spec("bitsandbytes") is None:
@@ -86,13 +87,13 @@ def init(
     for warning in state.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if yes and e is not None:
-        for line in wizard.summary(e, state.gpus):
+        for line in summary_lines:
             console.print(escape(line), soft_wrap=True)
     console.print(f"wrote {escape(str(target))}", soft_wrap=True)
     console.print(f"next: [bold]{escape(wizard.next_command(target))}[/]", soft_wrap=True)
 
 
-def _header(state: State, e: Estimate | None, target: Path) -> list[str]:
+def _header(state: State, summary_lines: list[str], target: Path) -> list[str]:
     """The comment block at the top of the preset: what it trains, the estimate, and the next command."""
     from rwkv_tune import wizard
 
@@ -102,8 +103,7 @@ def _header(state: State, e: Estimate | None, target: Path) -> list[str]:
     lines = [f"rwkv-tune preset: {what}{quant} on {Path(v['model']).name}, written by `rwkv-tune init`.", ""]
     if state.spec is not None:
         lines.append("Model:    " + wizard.describe_spec(state.spec))
-    if e is not None:
-        lines += [("Estimate: " if i == 0 else " " * 10) + line for i, line in enumerate(wizard.summary(e, state.gpus))]
+    lines += [("Estimate: " if i == 0 else " " * 10) + line for i, line in enumerate(summary_lines)]
     lines += ["", "Every key not written here has its default; `rwkv-tune presets show NAME` shows complete examples.",
               f"Next: {wizard.next_command(target)}"]
     return lines

@@ -24,6 +24,8 @@ HF_FILE_SUFFIXES = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".j
                     ".ndjson": "json"}
 KNOWN_SUFFIXES = TEXT_SUFFIXES | JSON_SUFFIXES | set(HF_FILE_SUFFIXES) | {".npy", ".npz", ".bin", ".idx", ".pth"}
 HUB_PREFIXES = ("hf://datasets/", "hf:")
+# The loss mask each record type suggests: chat → assistant turns, sft → the response, anything else → every token.
+SUGGESTED_MASK = {"sft": "sft", "chat": "qa", "jsonl": "pad", "text": "pad", "utf-16le": "pad"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
@@ -167,3 +169,18 @@ def detect_data_type(path: str | Path) -> str:
     except (OSError, ValueError, ImportError, IndexError):
         return "auto"
     return "auto"
+
+
+def suggested_loss_mask(path: str | Path) -> str:
+    """The loss mask the data suggests (as `data prepare` does): a prepared binidx's recorded suggestion,
+    raw records by their type (chat → qa, sft → sft); pad for anything else or unreadable."""
+    from rwkv_tune.data.binidx import read_meta
+    from rwkv_tune.errors import UserError
+
+    kind = detect_data_type(path)
+    if kind == "binidx":
+        try:
+            return str((read_meta(str(path).strip()) or {}).get("suggested_loss_mask", "pad"))
+        except UserError:
+            return "pad"
+    return SUGGESTED_MASK.get(kind, "pad")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from rwkv_tune.data.binidx import BinIdxWriter, Documents, binidx_paths, meta_path, read_binidx, write_meta
-from rwkv_tune.data.detect import TOKEN_TYPES
+from rwkv_tune.data.detect import SUGGESTED_MASK, TOKEN_TYPES
 from rwkv_tune.data.loader import document_reader, resolve_type, source_options, token_documents
 from rwkv_tune.data.readers import RecordReader
 from rwkv_tune.data.records import SourceOptions
@@ -44,7 +44,6 @@ from rwkv_tune.errors import DataError
 BATCH_CHARS = 1 << 20
 POOL_MIN_BYTES = 8 << 20
 MAX_WORKERS = 8
-SUGGESTED_MASK = {"sft": "sft", "chat": "qa", "jsonl": "pad", "text": "pad", "utf-16le": "pad"}
 WRITE_CHUNK = 1 << 22
 INT32_IDS = 1 << 31
 

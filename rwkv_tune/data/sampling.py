@@ -167,6 +167,11 @@ class Batches:
         return _Plan(p, p)
 
     @property
+    def usable_documents(self) -> np.ndarray:
+        """Indices of the documents that give a target (pad/only modes; empty in get mode)."""
+        return self._usable
+
+    @property
     def global_bsz(self) -> int:
         """Samples per step over all ranks."""
         return self.micro_bsz * self.world_size

@@ -39,8 +39,9 @@ class Estimate:
     knobs: list[Knob]  # single changes that lower the peak, biggest saving first
     fix: Knob | None  # knobs that together make it fit `fix_gpu` when it does not fit `target`
     fix_gpu: GPU  # `target`, or the largest common card when nothing fits
-    timing: Timing
+    timing: Timing  # speed and time on the card asked for; none without one (the time depends on the card)
     notes: list[str] = field(default_factory=list)
+    target_asked: bool = True  # False: `target` is only the smallest common card that fits, not a verdict
 
     @property
     def total_gib(self) -> float:
@@ -64,6 +65,7 @@ class Estimate:
             "trainable_params": p.trainable,
             "gpus_fit": [g.name for g in self.gpus_fit],
             "target": self.target.to_dict() if self.target else None,
+            "target_asked": self.target_asked,
             "fits_target": self.fits_target,
             "max_micro_bsz": self.max_micro_bsz,
             "max_ctx_len": self.max_ctx_len,
@@ -139,5 +141,6 @@ def estimate(model: ModelSpec | str | Path | None = None, *, size: str | None = 
     return Estimate(spec=spec, config=cfg, vram=v, gpus_fit=fitting, target=target, fits_target=fits_target,
                     max_micro_bsz=max_b, max_ctx_len=max_t, knobs=knobs(spec, cfg, fix_card), fix=fix_knobs,
                     fix_gpu=fix_card,
-                    timing=timing(spec, cfg, v.params, target if fits_target else None, tokens), notes=notes)
+                    timing=timing(spec, cfg, v.params, target if fits_target and gpu is not None else None, tokens),
+                    notes=notes, target_asked=gpu is not None)
 

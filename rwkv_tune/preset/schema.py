@@ -119,7 +119,7 @@ class TrainSection:
     chunk_ctx: int = _f(512, lo=16)
     seed: int = _f(42, lo=0)
     max_bad_steps: int = _f(10, lo=1, doc="stop after this many NaN/inf losses in a row")
-    sample_every: int = _f(0, lo=0, doc="generate from sample_prompts every N steps (0: never)")
+    sample_every: int = _f(0, lo=0, doc="generate every N steps from sample_prompts (none given: prompts from the data; 0: never)")
     sample_prompts: list = _f([])
     sample_tokens: int = _f(64, lo=1)
     device: str = _f("auto", doc="auto | cpu | cuda | cuda:N")

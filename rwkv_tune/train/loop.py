@@ -32,7 +32,9 @@ from rwkv_tune.train.evaluation import evaluate, samples
 from rwkv_tune.train.losses import sequence_loss
 from rwkv_tune.train.objective_steps import build_for_trainer, evaluate_objective, objective_micro_steps
 from rwkv_tune.train.plan import out_of_memory_advice
+from rwkv_tune.train.sample_prompts import default_prompts
 from rwkv_tune.train.schedules import learning_rate
+from rwkv_tune.train.wkv_op import settle_op
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32}
 
@@ -122,6 +124,7 @@ class Trainer:
 
     def setup(self) -> None:
         from rwkv_tune.data import make_batches
+        from rwkv_tune.data.targets import check_targets
         from rwkv_tune.model import load_model
 
         p = self.preset
@@ -136,6 +139,7 @@ class Trainer:
         self.model = load_model(p.model.path, op=p.train.op, dtype=weights_dtype, device=self.device)
         self.spec = self.model.spec
         check_against_spec(p, self.spec)
+        self.setup_warnings = [w for w in [settle_op(self.model, p.train.op, self.device, weights_dtype)] if w]
         self.model.grad_cp = p.train.grad_cp
         self.method = methods.apply(self.model, p)
         for param in self.model.parameters():  # trainable weights live in fp32 (master weights)
@@ -152,6 +156,7 @@ class Trainer:
             vocab_size=self.spec.vocab_size, type=None if p.data.type == "auto" else p.data.type,
             fields=p.data.fields, split=p.data.split,
         )
+        check_targets(self.batches)
         groups = param_groups(self.model, p.train.weight_decay)
         if self.engine is not None:
             self.optimizer = self.engine.wrap(self.model, groups, p)
@@ -332,7 +337,7 @@ class Trainer:
             self.write_resolved_preset()
         self.emit("run_start", run=str(self.run.root), preset=p.to_dict(), plan=self.plan(), spec=self.spec.to_dict(),
                   resumed_from_step=self.resumed_from, tool=__version__, run_id=self.run_id)
-        for w in [*self.claim_warnings, *getattr(self.batches, "warnings", lambda: [])()]:
+        for w in [*self.claim_warnings, *self.setup_warnings, *getattr(self.batches, "warnings", lambda: [])()]:
             self.emit("warning", message=str(w))
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -350,6 +355,7 @@ class Trainer:
                 except torch.OutOfMemoryError:
                     raise self._out_of_memory() from None
                 if out is None:
+                    self._poll_control()  # also when a batch is skipped: stop works whatever happens
                     continue
                 window = (window + [(time.time() - t0, out["tokens"])])[-20:]
                 tokens_per_s = sum(n for _, n in window) / max(1e-9, sum(d for d, _ in window))
@@ -363,11 +369,9 @@ class Trainer:
                 if (end_of_epoch and (self.step // p.train.epoch_steps) % p.train.epoch_save == 0) or (
                         p.train.save_every_steps and self.step % p.train.save_every_steps == 0):
                     self._checkpoint()
-                self._maybe_eval()
-                self._maybe_sample()
-                if self.control.poll(emit=self.emit, save=self._checkpoint,
-                                     stopping=lambda: self.stop_reason is not None):
-                    self.stop_reason = "stopped"
+                self._guard_memory(self._maybe_eval, "during eval")
+                self._guard_memory(self._maybe_sample, "while sampling")
+                self._poll_control()
             reason = self.stop_reason or "finished"
             if reason != "diverged" and self.saved_step != self.step:
                 self._checkpoint()
@@ -379,12 +383,24 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _out_of_memory(self) -> UserError:
+    def _poll_control(self) -> None:
+        if self.control.poll(emit=self.emit, save=self._checkpoint, stopping=lambda: self.stop_reason is not None):
+            self.stop_reason = "stopped"
+
+    def _guard_memory(self, check: Any, during: str) -> None:
+        """Eval and sampling forwards get the training step's out-of-memory error and advice."""
+        try:
+            check()
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory(f"{during} after step {self.step}") from None
+
+    def _out_of_memory(self, during: str | None = None) -> UserError:
         p = self.preset
         self.optimizer.zero_grad(set_to_none=True)
         advice = out_of_memory_advice(p, self.spec)
-        return UserError(f"out of GPU memory at step {self.step + 1} (micro_bsz {p.train.micro_bsz}, ctx_len "
-                         f"{p.data.ctx_len}, grad_cp {p.train.grad_cp}, quant {p.quant}); nothing was written",
+        kept = "nothing was written" if during is None else "the checkpoints saved so far are kept"
+        return UserError(f"out of GPU memory {during or f'at step {self.step + 1}'} (micro_bsz {p.train.micro_bsz}, "
+                         f"ctx_len {p.data.ctx_len}, grad_cp {p.train.grad_cp}, quant {p.quant}); {kept}",
                          (f"Try {', '.join(advice)}; " if advice else "")
                          + f"`rwkv-tune estimate {p.source or 'PRESET'}` shows what fits.")
 
@@ -400,9 +416,10 @@ class Trainer:
 
     def _maybe_sample(self) -> None:
         t = self.preset.train
-        if self.rank != 0 or not t.sample_every or not t.sample_prompts or self.step % t.sample_every:
+        if self.rank != 0 or not t.sample_every or self.step % t.sample_every:
             return
-        for prompt, text in samples(self.model, t.sample_prompts, max_tokens=t.sample_tokens, seed=self.step):
+        prompts = t.sample_prompts or default_prompts(self.batches)  # sample_every alone: prompts from the data
+        for prompt, text in samples(self.model, prompts, max_tokens=t.sample_tokens, seed=self.step):
             if text is None:
                 self.emit("warning", message=f"sample prompt {prompt!r} has tokens beyond the model's vocab "
                           f"({self.spec.vocab_size}); skipped")

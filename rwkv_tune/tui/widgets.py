@@ -207,6 +207,14 @@ class CheckpointList(Static):
         update_static(self, "\n".join(escape(line) for line in lines), layout=False)
 
 
+def samples_hint(state: RunState) -> str:
+    """What the samples panel says before the first sample: when one comes, or how to get them."""
+    every = (state.preset.get("train") or {}).get("sample_every") if isinstance(state.preset, dict) else None
+    if every:
+        return f"none yet (every {every} steps)"
+    return "none (set train.sample_every)"
+
+
 class SamplesView(Static):
     """The latest generated samples."""
 
@@ -215,7 +223,7 @@ class SamplesView(Static):
 
     def show(self, state: RunState) -> None:
         if not state.samples:
-            update_static(self, Text("none (set train.sample_every)", "dim"), layout=False)
+            update_static(self, Text(samples_hint(state), "dim"), layout=False)
             return
         text = Text()
         for i, sample in enumerate(reversed(state.samples[-3:])):

@@ -28,10 +28,10 @@ from rwkv_tune.wizard.detect import (
 from rwkv_tune.wizard.flow import applies, build_preset, next_question, question, to_raw
 from rwkv_tune.wizard.methods import ADAPTERS, ALIASES, METHOD_HELP, METHODS, QUANT_HELP, method_parts
 from rwkv_tune.wizard.report import describe_spec, next_command, summary
-from rwkv_tune.wizard.state import ADVANCED, FLAG_ONLY, FLOW, NO_GPU, Choice, Question, State
+from rwkv_tune.wizard.state import ADVANCED, CPU, FLAG_ONLY, FLOW, NO_GPU, Choice, Question, State
 
 __all__ = [
-    "ADAPTERS", "ADVANCED", "ALIASES", "FLAG_ONLY", "FLOW", "METHODS", "METHOD_HELP", "NO_GPU", "QUANT_HELP",
+    "ADAPTERS", "ADVANCED", "ALIASES", "CPU", "FLAG_ONLY", "FLOW", "METHODS", "METHOD_HELP", "NO_GPU", "QUANT_HELP",
     "Choice", "DataInfo", "Question", "State",
     "answer", "answer_many", "applies", "apply_fix", "build_preset", "current_estimate", "default", "describe_spec",
     "detect_gpus", "find_models", "inspect_data", "method_parts", "next_command", "next_question", "parse_nvidia_smi",

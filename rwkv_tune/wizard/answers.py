@@ -15,7 +15,7 @@ from rwkv_tune.wizard.defaults import current_estimate, resolved
 from rwkv_tune.wizard.detect import DataInfo, inspect_data, jsonl_kind
 from rwkv_tune.wizard.flow import build_preset
 from rwkv_tune.wizard.methods import ALIASES, METHODS, QUANT_HELP
-from rwkv_tune.wizard.state import FLAG_ONLY, FLOW, NO_GPU, State
+from rwkv_tune.wizard.state import CPU, FLAG_ONLY, FLOW, NO_GPU, State
 
 
 def _int(key: str, raw: Any, lo: int = 1) -> int:
@@ -56,12 +56,14 @@ def _choice(key: str, raw: Any, choices: Sequence[str]) -> str:
     return value
 
 
-def _gpu(raw: Any, state: State) -> GPU | None:
+def _gpu(raw: Any, state: State) -> GPU | str | None:
     if raw is None or isinstance(raw, GPU):
         return raw
     text = str(raw).strip()
     if text.lower() in ("", NO_GPU, "any"):
         return None
+    if text.lower() in (CPU, "this cpu"):
+        return CPU
     for g in state.gpus:
         if g.name.lower() == text.lower():
             return g

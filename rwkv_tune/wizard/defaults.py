@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rwkv_tune.preset.schema import Preset
 from rwkv_tune.spec import ModelSpec
 from rwkv_tune.wizard.methods import method_parts
-from rwkv_tune.wizard.state import FLAG_ONLY, FLOW, State
+from rwkv_tune.wizard.state import CPU, FLAG_ONLY, FLOW, State
 
 if TYPE_CHECKING:  # pragma: no cover
     from rwkv_tune.estimate import Estimate
@@ -69,12 +69,14 @@ def default(key: str, state: State, values: Mapping[str, Any] | None = None) -> 
         return recommended_rank(spec, method)
     if key == "quant":
         return _recommended_quant(state, values)
+    if key == "precision" and _peek("gpu", state, values) == CPU:
+        return "fp32"  # bf16 matmuls are slow on most CPUs
     if key in ("ctx_len", "micro_bsz", "grad_cp", "precision", *FLAG_ONLY):
         return _peek(key, State(), {})
     if key == "more":
         return False
     if key == "devices":
-        return max(1, len(state.gpus))
+        return 1 if _peek("gpu", state, values) == CPU else max(1, len(state.gpus))
     if key == "strategy":
         return "single" if _peek("devices", state, values) == 1 else "deepspeed_stage_1"
     if key == "lr_init":
@@ -96,7 +98,7 @@ def default(key: str, state: State, values: Mapping[str, Any] | None = None) -> 
 
 def _recommended_quant(state: State, values: Mapping[str, Any]) -> str:
     """The lightest quantisation (none, int8, nf4) whose estimate fits the target GPU; none without a target."""
-    if state.spec is None or _peek("method", state, values) == "full" or _peek("gpu", state, values) is None:
+    if state.spec is None or _peek("method", state, values) == "full" or _peek("gpu", state, values) in (None, CPU):
         return "none"
     for quant in ("none", "int8", "nf4"):
         e = _estimate(state, {**values, "quant": quant})
@@ -127,8 +129,9 @@ def _estimate(state: State, values: Mapping[str, Any]) -> Estimate | None:
         knobs.pop("chunk_ctx")
     steps = {k: _peek(k, state, values) for k in ("epoch_steps", "epoch_count")}
     knobs["objective"] = _peek("objective", state, values) or "sft"
+    gpu = _peek("gpu", state, values)
     return estimate(state.spec, method=name, mode=mode, rank=_peek("rank", state, values) or 64,
-                    gpu=_peek("gpu", state, values), **{k: v for k, v in steps.items() if v}, **knobs)
+                    gpu=None if gpu == CPU else gpu, **{k: v for k, v in steps.items() if v}, **knobs)
 
 
 def current_estimate(state: State) -> Estimate | None:

@@ -19,6 +19,7 @@ class DataInfo:
     path: str
     kind: str
     documents: int | None = None
+    loss_mask: str = "pad"  # what the data suggests (chat records: qa, prompt/response: sft)
 
     @property
     def raw(self) -> bool:
@@ -29,7 +30,8 @@ class DataInfo:
         count = f", {self.documents:,} documents" if self.documents is not None else ""
         return {"binidx": f"binidx (tokenized){count}", "jsonl": f"JSON lines{count}", "json": "a JSON file",
                 "text": "plain text", "folder": f"a folder of data files{count.replace('documents', 'files')}",
-                "missing": "not found"}[self.kind]
+                "missing": "not found"}[self.kind] + (f"; loss_mask {self.loss_mask} (what this data suggests)"
+                                                      if self.loss_mask != "pad" else "")
 
 
 def parse_nvidia_smi(text: str) -> tuple[GPU, ...]:
@@ -80,6 +82,14 @@ def find_models(root: str | Path = ".", limit: int = 20, depth: int = 3, max_dir
 
 
 def inspect_data(path: str) -> DataInfo:
+    """The kind of data at `path`, its document count if cheap, and the loss mask it suggests."""
+    from rwkv_tune.data.detect import suggested_loss_mask
+
+    info = _inspect_data(path)
+    return replace(info, loss_mask=suggested_loss_mask(info.path)) if info.kind != "missing" else info
+
+
+def _inspect_data(path: str) -> DataInfo:
     """The kind of data at `path` (binidx prefix, .jsonl, .json, text or folder) and its document count if cheap.
 
     The binidx pair and the data-file suffixes follow `rwkv_tune.data` (what the trainer and `data prepare` read).

@@ -9,7 +9,7 @@ from rwkv_tune.estimate.gpus import GPUS
 from rwkv_tune.preset import PRECISIONS, STRATEGIES, Preset, check_against_spec, from_dict
 from rwkv_tune.wizard.defaults import current_estimate, default, resolved
 from rwkv_tune.wizard.methods import ADAPTERS, METHOD_HELP, METHODS, QUANT_HELP, method_parts
-from rwkv_tune.wizard.state import ADVANCED, FLOW, NO_GPU, Choice, Question, State
+from rwkv_tune.wizard.state import ADVANCED, CPU, FLOW, NO_GPU, Choice, Question, State
 
 OBJECTIVE_CHOICES = (
     Choice("sft", "SFT: learn from texts", "next-token training on documents or chat/instruction records"),
@@ -63,10 +63,11 @@ def question(key: str, state: State) -> Question:
                         "a binidx prefix (data/train for data/train.bin + .idx), a .jsonl/.txt file or a folder")
     if key == "gpu":
         choices = [Choice(g, f"{g.name} · {g.memory_gib:.0f} GiB (this machine)") for g in state.gpus]
+        choices.append(Choice(CPU, "train on this CPU (the time is measured here)"))
         choices += [Choice(g, g.name) for g in GPUS if g not in state.gpus]
         choices.append(Choice(NO_GPU, "none: just show which cards it fits"))
         return Question(key, "select", "Which GPU will train it?", d if d is not None else NO_GPU, tuple(choices),
-                        "the estimate says whether the run fits it and what to change if not")
+                        "the estimate says whether the run fits it, what to change if not, and how long it takes")
     if key == "method":
         titles = {"miss": "miss (DiSHA / Bone)", "bat": "bat (DiSHA / Bat)"}
         choices = tuple(Choice(m, titles.get(m, m), METHOD_HELP[m]) for m in METHODS)
@@ -136,16 +137,26 @@ def to_raw(state: State) -> dict[str, Any]:
                                 "lr_final", "grad_cp", "precision", "strategy", "devices", "train_type")}
     if v["train_type"] == "infctx":
         train["chunk_ctx"] = v["chunk_ctx"]
+    if v["gpu"] == CPU:
+        train["device"] = "cpu"
     size = spec.size_name if spec is not None else "model"
     raw = {"model": model, "method": method, "quant": "none" if name == "full" else v["quant"],
            "data": {"path": v["data"] or "data/train", "ctx_len": v["ctx_len"]}, "train": train,
            "output": {"dir": f"runs/{name}{'-' + mode if name == 'miss' else ''}-{size}"}}
     kind = v.get("objective") or "sft"
-    if kind != "sft":
+    if kind == "sft":
+        raw["data"].update(_mask(state))
+    else:
         raw["objective"] = {"type": kind, **({"rewards": ["exact_answer"]} if kind == "grpo" else {})}
         raw["data"]["type"] = "prompts" if kind == "grpo" else "pairs"
         raw["output"]["dir"] = f"runs/{kind}-{raw['output']['dir'].removeprefix('runs/')}"
     return raw
+
+
+def _mask(state: State) -> dict[str, str]:
+    """The loss mask the data suggests (qa/sft need whole documents: dataload pad)."""
+    mask = state.data.loss_mask if state.data is not None else "pad"
+    return {"loss_mask": mask, "dataload": "pad"} if mask != "pad" else {}
 
 
 def build_preset(state: State) -> Preset:

@@ -22,7 +22,7 @@ from rwkv_tune.wizard.defaults import current_estimate, resolved
 from rwkv_tune.wizard.detect import prepare_command
 from rwkv_tune.wizard.flow import next_question
 from rwkv_tune.wizard.report import describe_spec, summary
-from rwkv_tune.wizard.state import Question, State
+from rwkv_tune.wizard.state import CPU, Question, State
 
 ANOTHER = "\x00another"
 
@@ -78,7 +78,7 @@ def show_estimate(state: State, console: Console, shown: list[str] | None = None
         return []
     if e is None:
         return []
-    lines = summary(e, state.gpus)
+    lines = summary(e, state.gpus, gpu_known="gpu" in state.answers, cpu=state.answers.get("gpu") == CPU)
     if lines == shown:
         return lines
     console.print(f"  [bold]{escape(lines[0])}[/]")

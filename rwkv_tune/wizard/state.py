@@ -16,6 +16,7 @@ FLOW = ("model", "objective", "data", "gpu", "method", "rank", "quant", "ctx_len
 # Keys that only flags set (no question): they keep these values unless given.
 FLAG_ONLY = {key: getattr(TrainSection(), key) for key in ("accumulate_grad_batches", "train_type", "chunk_ctx")}
 NO_GPU = "none"
+CPU = "cpu"  # the gpu answer for training on this machine's CPU
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,19 @@ def test_json_has_total_and_a_breakdown_that_sums_to_it():
     assert d["config"]["quant"] == "nf4" and d["config"]["rank"] == 32 and d["config"]["ctx_len"] == 2048
     assert d["model"]["n_layer"] == 24 and d["model"]["n_embd"] == 2048
     assert d["total_gib"] == pytest.approx(estimate(size="1.5B", rank=32, quant="nf4", ctx_len=2048).total_gib)
-    assert d["gpus_fit"] and d["target"]["name"] == d["gpus_fit"][0]
+    assert d["gpus_fit"] and d["target"]["name"] == d["gpus_fit"][0] and d["target_asked"] is False
     assert d["max_micro_bsz"] >= 1 and d["max_ctx_len"] >= 2048
-    assert d["timing"]["tokens_per_s"] > 0 and d["timing"]["rough"] is True
+    assert d["timing"]["tokens_per_s"] is None and d["timing"]["rough"] is True  # no card asked: no speed
+
+
+def test_without_gpu_no_verdict_on_a_card_and_no_time():
+    r = run("--size", "0.1B", "--tokens", "1000")
+    assert r.exit_code == 0, r.output
+    out = text(r)
+    assert "Fits: RTX 3060 Laptop 6GB" in out and "On RTX" not in out and "tokens/s" not in out
+    assert "pass --gpu CARD" in out and "→" not in out
+    asked = json.loads(run("--size", "0.1B", "--gpu", "4090", "--tokens", "1000", "--json").stdout)
+    assert asked["target_asked"] is True and asked["timing"]["tokens_per_s"] > 0
 
 
 def test_table_output_names_components_fit_and_speed():

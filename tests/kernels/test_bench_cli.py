@@ -52,3 +52,16 @@ def test_model_spec_shapes_match_released_models():
 def test_run_records_errors_instead_of_crashing():
     rows = run(["tiny"], [16], ["no-such-op"], kinds=("wkv",), steps=1, warmup=0)
     assert len(rows) == 1 and rows[0].error and "no-such-op" in rows[0].error
+
+
+def test_a_registered_op_that_cannot_run_is_a_row_without_timing(monkeypatch):
+    """As on a GPU machine whose kernels do not build: `cuda` is registered but would run the torch op."""
+    from rwkv_tune.model.wkv import WKV7_OPS
+    from rwkv_tune.model.wkv.cuda import wkv7_cuda
+
+    monkeypatch.setitem(WKV7_OPS, "cuda", wkv7_cuda)
+    rows = run(["tiny"], [16], ["torch", "cuda"], kinds=("wkv",), steps=1, warmup=0, device="cpu")
+    cuda = next(r for r in rows if r.op == "cuda")
+    assert cuda.error.startswith("unavailable: ") and "cpu" in cuda.error
+    assert cuda.step_ms is None and cuda.tokens_per_s is None and cuda.speedup_vs_torch is None
+    assert next(r for r in rows if r.op == "torch").step_ms > 0

@@ -36,6 +36,31 @@ def load_op(op: str) -> bool:
     return op in WKV7_OPS or op in WKV6_OPS
 
 
+def op_problem(op: str, device: torch.device | str | None, *, head_size: int | None = None,
+               dtype: torch.dtype | None = None, kernel: str = "wkv7") -> str | None:
+    """Why `op` cannot run on `device` (None when it can), checked before a run or a benchmark row relies on it.
+
+    torch and naive run anywhere; cuda and fla need a CUDA device and what their `status()` checks; cuda with
+    a `head_size` and `dtype` also builds (once, cached) the kernel it would use.
+    """
+    if op not in _LAZY_OPS:
+        return None
+    device = torch.device(device if device is not None else "cpu")
+    if device.type != "cuda":
+        return f"the device is {device.type}, and {_LAZY_OPS[op][1]}"
+    module = importlib.import_module(_LAZY_OPS[op][0])
+    usable, detail = module.status()
+    if not usable:
+        return detail
+    if op == "cuda" and head_size is not None and dtype is not None:
+        try:
+            module.load_kernel(kernel, head_size, torch.bfloat16 if dtype == torch.bfloat16 else torch.float32,
+                               device)
+        except module.KernelUnavailable as exc:
+            return str(exc)
+    return None
+
+
 def _lookup(ops: dict, op: str, version: str) -> Callable:
     if op not in ops:
         load_op(op)
@@ -116,4 +141,4 @@ def wkv6(
         return _lookup(WKV6_OPS, op, "RWKV-6/5")(r, log_decay, k, v, u, state)
 
 
-__all__ = ["WKV6_OPS", "WKV7_OPS", "load_op", "register_op", "wkv6", "wkv7"]
+__all__ = ["WKV6_OPS", "WKV7_OPS", "load_op", "op_problem", "register_op", "wkv6", "wkv7"]
