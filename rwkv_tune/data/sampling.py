@@ -142,6 +142,8 @@ class Batches:
         self.pad_multiple, self.shuffle, self.full_coverage = pad_multiple, shuffle, full_coverage
         self.markers, self.tokenizer = markers, tokenizer
         self.samples = 0
+        self.real_tokens = 0  # inputs read by __next__ on this rank, without padding (progress counts these)
+        self._last_real = 0
         self._order_epoch = -1
         self._order = np.zeros(0, dtype=np.int64)
         self._usable = usable(docs.sizes) if mode != "get" else np.zeros(0, dtype=np.int64)
@@ -243,6 +245,7 @@ class Batches:
         import torch
 
         rows = self.rows(step)
+        self._last_real = sum(len(xr) for xr, _ in rows)
         width = self.ctx_len if self.mode != "only" else len(rows[0][0])
         T = round_up(width, self.pad_multiple)
         x = np.zeros((len(rows), T), dtype=np.int64)
@@ -259,6 +262,7 @@ class Batches:
 
     def __next__(self) -> Batch:
         out = self.batch(self.step)
+        self.real_tokens += self._last_real
         self.samples += self.global_bsz
         return out
 

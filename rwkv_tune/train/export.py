@@ -106,3 +106,15 @@ def export_rwkv_peft(adapter_path: Path, out_dir: Path, index: int, *, base: str
     with atomic_path(out_dir / "MERGE.txt") as tmp:
         tmp.write_text(note, encoding="utf-8")
     return target
+
+
+def export_checkpoint(preset, checkpoint: Path, step: int, run_root: Path) -> None:
+    """Write a checkpoint's adapter in the `output.export` format (gguf happens after the merge, not here)."""
+    export, base = preset.output.export, str(Path(preset.model.path).resolve())
+    if export == "rwkv-peft":  # rwkv-N.pth: N is the 0-based epoch this step belongs to, as in RWKV-PEFT
+        index = max(0, (step - 1) // preset.train.epoch_steps)
+        export_rwkv_peft(checkpoint / "adapter.safetensors", run_root / "rwkv-peft", index, base=base)
+    elif export == "peft":
+        from rwkv_tune.peft.hf_export import export_peft
+
+        export_peft(checkpoint / "adapter.safetensors", run_root / "peft", base=base)

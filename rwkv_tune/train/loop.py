@@ -10,28 +10,27 @@ from __future__ import annotations
 
 import errno
 import math
-import os
-import random
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from rwkv_tune import __version__
-from rwkv_tune.errors import ConfigError, UserError
+from rwkv_tune.errors import ConfigError, ResourceError, UserError
 from rwkv_tune.preset import Preset, check_against_spec, check_machine, dump
 from rwkv_tune.runs import EventWriter, RunDir
 from rwkv_tune.train import methods
 from rwkv_tune.train.checkpointing import load_trainer_state, rng_state, save_checkpoint, set_rng_state
 from rwkv_tune.train.control import ControlFile
+from rwkv_tune.train.device import memory_stats, optimizer_groups, pick_device, seed_everything
 from rwkv_tune.train.evaluation import evaluate, samples
+from rwkv_tune.train.export import export_checkpoint
 from rwkv_tune.train.losses import sequence_loss
 from rwkv_tune.train.objective_steps import build_for_trainer, evaluate_objective, objective_micro_steps
-from rwkv_tune.train.plan import out_of_memory_advice
+from rwkv_tune.train.plan import out_of_memory_error, run_plan
 from rwkv_tune.train.sample_prompts import default_prompts
 from rwkv_tune.train.schedules import learning_rate
 from rwkv_tune.train.wkv_op import settle_op
@@ -45,54 +44,6 @@ class TrainResult:
     reason: str  # finished | stopped | interrupted | diverged
     adapter: Path | None
     losses: list[float]
-
-
-def pick_device(preset: Preset) -> torch.device:
-    want = preset.train.device
-    if want == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if want.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device = {want} but no CUDA GPU is visible", "Use train.device: cpu (or auto).")
-    return torch.device(want)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def memory_stats(device: torch.device) -> dict[str, float]:
-    if device.type == "cuda":
-        return {"gpu_allocated_gib": torch.cuda.memory_allocated(device) / 2**30,
-                "gpu_reserved_gib": torch.cuda.memory_reserved(device) / 2**30,
-                "gpu_peak_gib": torch.cuda.max_memory_reserved(device) / 2**30}
-    try:
-        with open("/proc/self/statm") as f:
-            rss_pages = int(f.read().split()[1])
-        return {"cpu_rss_gib": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**30}
-    except (OSError, ValueError):
-        return {}
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay only on ≥2-D Linear/emb/head weights; v7 w0 at 2× lr (as the official trainer)."""
-    decay, no_decay, double = [], [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name.endswith("att.w0"):
-            double.append(p)
-        elif weight_decay > 0 and name.endswith("weight") and p.squeeze().ndim >= 2:
-            decay.append(p)
-        else:
-            no_decay.append(p)
-    groups = [{"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0})
-    if double:
-        groups.append({"params": double, "weight_decay": 0.0, "lr_scale": 2.0})
-    return [g for g in groups if g["params"]]
 
 
 class Trainer:
@@ -157,7 +108,7 @@ class Trainer:
             fields=p.data.fields, split=p.data.split,
         )
         check_targets(self.batches)
-        groups = param_groups(self.model, p.train.weight_decay)
+        groups = optimizer_groups(self.model, p.train.weight_decay)
         if self.engine is not None:
             self.optimizer = self.engine.wrap(self.model, groups, p)
         else:
@@ -198,20 +149,12 @@ class Trainer:
 
     # ----------------------------------------------------------------- plan / provenance
     def plan(self) -> dict[str, Any]:
-        p = self.preset
-        total_params = sum(q.numel() for q in self.model.parameters())
-        trainable = sum(q.numel() for q in self.trainable)
-        tokens_per_step = p.real_batch * p.data.ctx_len
-        total_tokens = tokens_per_step * p.total_steps
-        data_tokens = getattr(self.batches, "total_tokens", None)
-        return {
-            "total_steps": p.total_steps, "epoch_steps": p.train.epoch_steps, "epoch_count": p.train.epoch_count,
-            "tokens_per_step": tokens_per_step, "total_tokens": total_tokens,
-            "trainable_params": trainable, "total_params": total_params,
-            "trainable_pct": 100.0 * trainable / max(1, total_params),
-            "passes_over_data": (total_tokens / data_tokens) if data_tokens else None,
-            "device": str(self.device), "world_size": self.world_size,
-        }
+        from rwkv_tune.peft import trainable_summary
+
+        return run_plan(self.preset, total_params=trainable_summary(self.model)["total"],
+                        trainable_params=sum(q.numel() for q in self.trainable),
+                        data_tokens=getattr(self.batches, "total_tokens", None), device=str(self.device),
+                        world_size=self.world_size)
 
     def write_resolved_preset(self) -> None:
         from rwkv_tune.checkpoint import fingerprint
@@ -280,6 +223,7 @@ class Trainer:
 
     def _sft_micro_steps(self) -> tuple[float, int] | None:
         """Next-token loss over `accumulate` micro-batches (backward done); (mean loss, tokens) or None if empty."""
+        real_before = self.batches.real_tokens
         micro = [next(self.batches) for _ in range(self.preset.train.accumulate_grad_batches)]
         count = sum(int((y != -100).sum()) for _, y in micro)
         distributed = self.world_size > 1 and self.engine is not None
@@ -292,7 +236,8 @@ class Trainer:
             s, _ = self._micro_step(x, y, scale=(self.world_size if distributed else 1) / count)
             loss_sum += s
         loss = (self.engine.sum(loss_sum) if distributed else loss_sum) / count
-        return loss, sum(int(x.numel()) for x, _ in micro) * self.world_size
+        real = self.batches.real_tokens - real_before  # not the padding to ctx_len or to a multiple of 16
+        return loss, real * self.world_size
 
     def _checkpoint(self) -> Path:
         trainer_state = {
@@ -312,20 +257,11 @@ class Trainer:
             if exc.errno != errno.ENOSPC:
                 raise
             last = self.run.latest_checkpoint()
-            raise UserError(f"disk full while saving the checkpoint of step {self.step} under {self.run.checkpoints}; "
+            raise ResourceError(f"disk full while saving the checkpoint of step {self.step} under {self.run.checkpoints}; "
                             f"the previous checkpoint ({last.name if last else 'none'}) is intact",
                             "Free some space and continue with --resume auto.") from None
         epoch = self.step // self.preset.train.epoch_steps
-        export, base = self.preset.output.export, str(Path(self.preset.model.path).resolve())
-        if export == "rwkv-peft":  # rwkv-N.pth: N is the 0-based epoch this step belongs to, as in RWKV-PEFT
-            from rwkv_tune.train.export import export_rwkv_peft
-
-            index = max(0, (self.step - 1) // self.preset.train.epoch_steps)
-            export_rwkv_peft(path / "adapter.safetensors", self.run.root / "rwkv-peft", index, base=base)
-        elif export == "peft":
-            from rwkv_tune.peft.hf_export import export_peft
-
-            export_peft(path / "adapter.safetensors", self.run.root / "peft", base=base)
+        export_checkpoint(self.preset, path, self.step, self.run.root)
         self.emit("checkpoint", step=self.step, epoch=epoch, path=str(path))
         return path
 
@@ -342,7 +278,7 @@ class Trainer:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
         def on_signal(signum: int, frame: Any) -> None:
-            self.stop_reason = "interrupted"
+            self.stop_reason = "interrupted"  # the CLI tells SIGTERM (143) from SIGINT (130) by its signal log
 
         for sig in previous:
             signal.signal(sig, on_signal)
@@ -394,15 +330,11 @@ class Trainer:
         except torch.OutOfMemoryError:
             raise self._out_of_memory(f"{during} after step {self.step}") from None
 
-    def _out_of_memory(self, during: str | None = None) -> UserError:
-        p = self.preset
+    def _out_of_memory(self, during: str | None = None) -> ResourceError:
         self.optimizer.zero_grad(set_to_none=True)
-        advice = out_of_memory_advice(p, self.spec)
-        kept = "nothing was written" if during is None else "the checkpoints saved so far are kept"
-        return UserError(f"out of GPU memory {during or f'at step {self.step + 1}'} (micro_bsz {p.train.micro_bsz}, "
-                         f"ctx_len {p.data.ctx_len}, grad_cp {p.train.grad_cp}, quant {p.quant}); {kept}",
-                         (f"Try {', '.join(advice)}; " if advice else "")
-                         + f"`rwkv-tune estimate {p.source or 'PRESET'}` shows what fits.")
+        return out_of_memory_error(self.preset, self.spec, during or f"at step {self.step + 1}",
+                                   kept="nothing was written" if during is None else
+                                   "the checkpoints saved so far are kept")
 
     def _maybe_eval(self) -> None:
         d = self.preset.data

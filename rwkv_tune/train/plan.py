@@ -92,3 +92,31 @@ def out_of_memory_advice(p: Any, spec: Any) -> list[str]:
     except ConfigError:
         return []
     return oom_advice(est.spec, est.config)
+
+
+def run_plan(p: Any, *, total_params: int, trainable_params: int, data_tokens: int | None, device: str,
+             world_size: int) -> dict[str, Any]:
+    """The `plan` of a run_start event: steps, tokens, parameters (quantized weights at their logical size)."""
+    tokens_per_step = p.real_batch * p.data.ctx_len
+    total_tokens = tokens_per_step * p.total_steps
+    passes = passes_over_data(p)
+    if passes is None and data_tokens:  # data read from files, not binidx: tokens over tokens
+        passes = total_tokens / data_tokens
+    return {
+        "total_steps": p.total_steps, "epoch_steps": p.train.epoch_steps, "epoch_count": p.train.epoch_count,
+        "tokens_per_step": tokens_per_step, "total_tokens": total_tokens,
+        "trainable_params": trainable_params, "total_params": total_params,
+        "trainable_pct": 100.0 * trainable_params / max(1, total_params),
+        "passes_over_data": passes, "device": device, "world_size": world_size,
+    }
+
+
+def out_of_memory_error(p: Any, spec: Any, during: str, *, kept: str) -> Any:
+    """The resources error (exit 3) for an out-of-memory, with the estimator's advice."""
+    from rwkv_tune.errors import ResourceError
+
+    advice = out_of_memory_advice(p, spec)
+    return ResourceError(f"out of GPU memory {during} (micro_bsz {p.train.micro_bsz}, ctx_len {p.data.ctx_len}, "
+                         f"grad_cp {p.train.grad_cp}, quant {p.quant}); {kept}",
+                         (f"Try {', '.join(advice)}; " if advice else "")
+                         + f"`rwkv-tune estimate {p.source or 'PRESET'}` shows what fits.")

@@ -79,8 +79,6 @@ def test_a_wrong_model_path_is_reported_once(train_setup, tmp_path):
     assert "Traceback" not in both
 
 
-@pytest.mark.xfail(strict=True, reason="needs train/loop.py Trainer._out_of_memory() to return a ResourceError "
-                   "(loop.py is being split by another engineer)")
 def test_out_of_memory_exits_3(train_setup, tmp_path, monkeypatch):
     from rwkv_tune.train.loop import Trainer
 

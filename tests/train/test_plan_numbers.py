@@ -61,8 +61,6 @@ def test_a_plan_with_too_many_passes_warns(train_setup, tmp_path):
     assert "memorize" not in plan_line({"total_steps": 200, "passes_over_data": 2.0})
 
 
-@pytest.mark.xfail(strict=True, reason="needs train/loop.py Trainer.plan() to count params with "
-                   "peft.trainable_summary (loop.py is being split by another engineer)")
 @pytest.mark.parametrize("quant", ["int8", "nf4"])
 def test_quantized_weights_count_at_their_logical_size_in_the_plan(train_setup, tmp_path, quant):
     _, _, raw = train_setup(7, "lora", epoch_steps=1, epoch_count=1)
@@ -91,8 +89,6 @@ def test_trainable_summary_counts_quantized_weights_at_their_logical_size(tiny_m
     assert summaries[quant]["total"] == summaries["none"]["total"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs train/loop.py train_step() to count real tokens, not the padded "
-                   "batch's x.numel() (loop.py is being split by another engineer)")
 def test_tokens_seen_count_real_tokens_not_padding(train_setup, tmp_path):
     _, _, raw = train_setup(7, "lora", epoch_steps=3, epoch_count=1)
     raw["data"]["ctx_len"] = 100  # batches are padded to 112 (a multiple of 16)
