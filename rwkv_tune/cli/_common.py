@@ -22,9 +22,11 @@ def debug_enabled() -> bool:
 
 
 def print_user_error(exc: UserError) -> None:
-    """One red line per mistake (a ConfigErrors carries several)."""
+    """One red line per mistake (a ConfigErrors carries several); the message's own brackets stay text."""
+    from rich.markup import escape
+
     for line in exc.lines() if isinstance(exc, ConfigErrors) else [exc.one_line()]:
-        err_console.print(f"[bold red]error:[/] {line}", soft_wrap=True, markup=True)
+        err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True, markup=True)
 
 
 @contextmanager

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                 merge_run(p, console=console)
         return exit_codes.for_run(result.reason, signals.last())
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc.one_line()}")
+        from rich.markup import escape
+
+        console.print(f"[bold red]error:[/] {escape(exc.one_line())}")
         return exc.exit_code
 
 

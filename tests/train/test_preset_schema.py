@@ -157,3 +157,12 @@ def test_a_method_section_the_preset_accepts_is_one_peft_accepts():
 def test_cli_help_lists_the_schema_quantisations(command):
     code, out = cli(command, "--help")
     assert code == 0 and all(q in out for q in choices("quant")), out
+
+
+def test_an_error_keeps_its_brackets(tmp_path, model_path):
+    """The fix `Write a YAML list, e.g. [time, ln]` is text, not console markup that vanishes."""
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump({"model": {"path": str(model_path)}, "data": {"path": "d.jsonl"},
+                                    "method": {"train_parts": 5}}))
+    code, out = cli("train", path, "--dry-run")
+    assert code == 2 and "[time, ln]" in out, out
