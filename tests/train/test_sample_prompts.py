@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
+from test_no_hang import plain_text_setup
+
 from rwkv_tune.data.masks import LossMarkers
 from rwkv_tune.preset import from_dict
 from rwkv_tune.runs import RunDir, read_events
 from rwkv_tune.train import run
 from rwkv_tune.train.sample_prompts import prompt_from_text
-from tests.train.test_no_hang import plain_text_setup
 
 
 def test_prompt_from_chat_stops_at_the_first_assistant_marker_and_plain_text_gives_its_opening():
