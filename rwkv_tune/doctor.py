@@ -75,6 +75,12 @@ def gpu_checks() -> list[Check]:
     return checks
 
 
+# What needs a GPU and has not yet run on one (docs/gpu-results.md records measurements as they come).
+NOT_YET_MEASURED_ON_A_GPU = ("the cuda and fla WKV ops' speed and accuracy on a GPU", "bf16 training on a GPU",
+                             "VRAM measured against `rwkv-tune estimate`", "NCCL multi-GPU / multi-node DeepSpeed",
+                             "bitsandbytes int8/nf4 on a GPU")
+
+
 def run_checks(*, with_torch: bool = True) -> list[Check]:
     checks = [Check("python", True, platform.python_version(), "rwkv-tune itself")]
     if with_torch:
@@ -90,4 +96,7 @@ def run_checks(*, with_torch: bool = True) -> list[Check]:
                            "pip install 'rwkv-tune[fla]'"))
     checks.append(_package("pyrwkv_tokenizer", "pyrwkv-tokenizer", "the RWKV World tokenizer (data prepare)",
                            "pip install pyrwkv-tokenizer"))
+    checks.append(Check("gpu paths", False, "-", "; ".join(NOT_YET_MEASURED_ON_A_GPU),
+                        "not yet measured on a GPU: tested on CPU (kernels compile-checked with nvcc and run in a "
+                        "CPU emulator); see docs/gpu-results.md"))
     return checks

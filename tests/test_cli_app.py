@@ -96,3 +96,5 @@ def test_doctor_json():
     assert result.exit_code == 0
     names = {c["name"] for c in json.loads(result.stdout)}
     assert {"python", "torch", "nvcc", "ninja", "deepspeed", "bitsandbytes", "fla"} <= names
+    gpu_paths = next(c for c in json.loads(result.stdout) if c["name"] == "gpu paths")
+    assert "not yet measured on a GPU" in gpu_paths["detail"]  # the README's rule: claim only what a test shows

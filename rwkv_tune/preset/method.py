@@ -116,6 +116,12 @@ def method_errors(section: MethodSection, quant: str) -> list[ConfigError]:
     if name == "full" and quant != "none":
         errors.append(ConfigError(f"quant = {quant} freezes the base weights, but method full trains them",
                                   "Use quant: none with method full, or an adapter method (lora, pissa, miss)."))
+    if section.load and name in ("state", "full"):
+        errors.append(ConfigError(f"method.load starts an adapter method from a file, not method {name}",
+                                  "Remove method.load, or use lora, pissa or miss."))
+    if section.load and quant != "none":
+        errors.append(ConfigError(f"method.load with quant = {quant}: the file's adapter was trained on other weights "
+                                  "than the quantized ones", "Use quant: none with method.load."))
     if name == "miss" and mode == "bat" and section.dropout > 0:
         errors.append(ConfigError(f"method.dropout = {section.dropout} does not apply to mode bat (it rebuilds the "
                                   "weight)", "Set dropout: 0, or use mode: bone."))

@@ -73,6 +73,8 @@ class MethodSection:
     targets: list | None = _f(None, doc="Linear layers to adapt, e.g. [att.key, att.value, ffn.key] or [att, ffn]; "
                               "default: all")
     layers: Any = _f(None, doc="layers to adapt: null (all), '12-23', or a list of indices")
+    load: str | None = _f(None, doc="start from this adapter (ours, RWKV-PEFT's rwkv-N.pth or a Hugging Face peft "
+                          "folder); its file sets method, r, alpha and targets")
 
 
 @dataclass

@@ -17,10 +17,23 @@ def method_config(preset: Preset) -> dict[str, Any]:
 
 
 def apply(model: torch.nn.Module, preset: Preset) -> list[torch.nn.Parameter]:
-    """Quantize the base if asked and apply the method; afterwards only trainable params require grad."""
+    """Quantize the base if asked and apply the method; afterwards only trainable params require grad.
+
+    With `method.load`, the method is the adapter file's (its method, r, alpha and targets) and training
+    starts from its weights; the preset's method name must agree with it."""
     from rwkv_tune import peft
 
-    return peft.apply(model, method_config(preset))
+    if not preset.method.load:
+        return peft.apply(model, method_config(preset))
+    from rwkv_tune.errors import ConfigError
+    from rwkv_tune.peft.rwkv_peft import load_any_adapter
+
+    adapter = load_any_adapter(preset.method.load)
+    if adapter.config.name != preset.method_name:
+        raise ConfigError(f"method.load = {preset.method.load} is a {adapter.config.name} adapter, but method.name = "
+                          f"{preset.method.name}", f"Set method.name: {adapter.config.name}, or load a "
+                          f"{preset.method_name} adapter.")
+    return peft.load_adapter(model, adapter)
 
 
 def save(model: torch.nn.Module, preset: Preset, path: Path) -> None:
