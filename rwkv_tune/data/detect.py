@@ -15,9 +15,10 @@ from typing import Any
 from rwkv_tune.data.binidx import is_binidx as _is_binidx
 from rwkv_tune.data.readers import JSON_SUFFIXES, TEXT_SUFFIXES
 from rwkv_tune.data.records import CHAT_FIELDS, SFT_FIELDS
+from rwkv_tune.preset import schema
 
-DATA_TYPES = ("auto", "binidx", "jsonl", "sft", "chat", "text", "utf-8", "utf-16le", "numpy", "uint16", "dummy",
-              "hf")
+# The preset's data types that are read as documents (pairs/prompts are read by rwkv_tune.objectives).
+DATA_TYPES = tuple(t for t in schema.DATA_TYPES if t not in ("pairs", "prompts"))
 TOKEN_TYPES = ("binidx", "numpy", "uint16", "dummy")  # token ids given: no tokenizer involved
 HF_TYPES = ("auto", "jsonl", "sft", "chat", "hf")  # types whose records a Hugging Face dataset can supply
 HF_FILE_SUFFIXES = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json",

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rwkv_tune.errors import ConfigError
+from rwkv_tune.preset import schema
 
 if TYPE_CHECKING:  # pragma: no cover
     from rwkv_tune.data.tokenizer import WorldTokenizer
 
-LOSS_MASKS = ("pad", "qa", "sft", "none")
+LOSS_MASKS = schema.LOSS_MASKS
 
 
 @dataclass(frozen=True)

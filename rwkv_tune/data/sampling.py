@@ -30,6 +30,7 @@ import numpy as np
 
 from rwkv_tune.data.masks import LossMarkers, check_loss_mask, loss_flags
 from rwkv_tune.errors import ConfigError, DataError
+from rwkv_tune.preset import schema
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rwkv_tune.data.tokenizer import WorldTokenizer
 
 IGNORE = -100
-MODES = ("get", "pad", "only")
+MODES = schema.DATALOADS
 STATE_VERSION = 1
 
 
