@@ -7,15 +7,12 @@ chosen and rejected, their margin, and the preference accuracy (margin > 0) of t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from rwkv_tune.objectives.base import Cursor
 from rwkv_tune.objectives.logprobs import sequence_logprobs
-from rwkv_tune.objectives.pairs import Pair, pair_batch
+from rwkv_tune.objectives.pair_objective import PairObjective
+from rwkv_tune.objectives.pairs import Pair
 from rwkv_tune.objectives.reference import ReferencePolicy, reference_logprobs
 
 
@@ -31,20 +28,15 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
                   "reward_margin": float(margin.mean()), "pref_accuracy": float((margin > 0).float().mean())}
 
 
-class DPO:
+class DPO(PairObjective):
     """Direct preference optimisation on (prompt, chosen, rejected) pairs."""
 
     name = "dpo"
 
     def __init__(self, pairs: list[Pair], reference: ReferencePolicy, *, beta: float = 0.1, batch_size: int = 4,
                  seed: int = 0, device: torch.device | str = "cpu"):
-        self.pairs, self.reference, self.beta = pairs, reference, beta
-        self.batch_size, self.device = batch_size, device
-        self.cursor = Cursor(len(pairs), seed)
-
-    def batches(self, model: torch.nn.Module | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            yield pair_batch([self.pairs[i] for i in self.cursor.take(self.batch_size)], self.device)
+        super().__init__(pairs, beta=beta, batch_size=batch_size, seed=seed, device=device)
+        self.reference = reference
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         tokens, response = batch["tokens"], batch["response"]
@@ -54,23 +46,3 @@ class DPO:
         loss, fields = dpo_loss(logp[:n], logp[n:], ref[:n], ref[n:], self.beta)
         fields.update(logp_chosen=float(logp[:n].detach().mean()), logp_rejected=float(logp[n:].detach().mean()))
         return loss, fields
-
-    @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, pairs: list[Pair], batch_size: int = 8) -> dict[str, float]:
-        """Mean loss and fields over held-out pairs (the `eval` event), in eval mode, no gradients."""
-        was_training = model.training
-        model.eval()
-        totals: dict[str, float] = {}
-        for start in range(0, len(pairs), batch_size):
-            part = pairs[start:start + batch_size]
-            loss, fields = self.loss(model, pair_batch(part, self.device))
-            for key, value in {"loss": float(loss), **fields}.items():
-                totals[key] = totals.get(key, 0.0) + value * len(part)
-        model.train(was_training)
-        return {key: value / len(pairs) for key, value in totals.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor.load_state_dict(state["cursor"])
