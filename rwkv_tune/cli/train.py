@@ -35,15 +35,22 @@ def train(
                 _print_plan(p, plan)
             return
         preset_mod.check_machine(p)
-        if p.train.devices * p.train.nodes > 1 and os.environ.get("RANK") is None:
-            from rwkv_tune.train.launcher import launch
+        from rwkv_tune.train.ranks import started_as_rank
 
-            raise typer.Exit(launch(preset, set_, resume))
+        if started_as_rank():  # torchrun / deepspeed / srun started this process as one rank
+            from rwkv_tune.train.worker import train_rank
+
+            raise typer.Exit(train_rank(p, resume, quiet=False))
+        ranks = p.train.devices * p.train.nodes
         use_tui = not no_tui and sys.stdout.isatty() and os.environ.get("RWKV_TUNE_NO_TUI") != "1"
         if use_tui:
             from rwkv_tune.train.launcher import train_with_dashboard
 
-            raise typer.Exit(train_with_dashboard(preset, set_, resume, Path(p.output.dir)))
+            raise typer.Exit(train_with_dashboard(preset, set_, resume, Path(p.output.dir), ranks=ranks))
+        if ranks > 1:
+            from rwkv_tune.train.launcher import launch
+
+            raise typer.Exit(launch(preset, set_, resume))
         _train_here(p, resume)
 
 

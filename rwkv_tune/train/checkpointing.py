@@ -3,8 +3,10 @@
     checkpoints/step-00000120/
       adapter.safetensors   the trainable weights as the PEFT method saves them (self-describing)
       trainer.pt            optimizer, step/epoch counters, data cursor, RNG states, counters
+      deepspeed/            DeepSpeed runs: each rank's ZeRO shards (fp32 masters, AdamW moments), world size in trainer.pt
       complete              marker: written last, so a folder without it is ignored
-A crash (or a full disk) mid-save leaves the previous checkpoint intact.
+A crash (or a full disk, or SIGKILL) mid-save leaves the previous checkpoint intact: everything, the
+ranks' shards included, is written into `.step-N.tmp/` and renamed into place together.
 """
 
 from __future__ import annotations
@@ -37,20 +39,43 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run: RunDir, step: int, write_adapter: Any, trainer_state: dict[str, Any], *,
-                    keep_last: int) -> Path:
-    """Write checkpoints/step-N atomically; `write_adapter(path)` writes the adapter file."""
+DEEPSPEED_DIR = "deepspeed"
+
+
+def staging_folder(run: RunDir, step: int) -> Path:
+    """Where checkpoint `step` is assembled before it is renamed into place."""
     final = run.checkpoint(step)
-    tmp = final.with_name(f".{final.name}.tmp")
+    return final.with_name(f".{final.name}.tmp")
+
+
+def new_staging_folder(run: RunDir, step: int) -> Path:
+    """An empty staging folder (a leftover from a killed save is dropped)."""
+    tmp = staging_folder(run, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    return tmp
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def save_checkpoint(run: RunDir, step: int, write_adapter: Any, trainer_state: dict[str, Any], *,
+                    keep_last: int, staged: bool = False) -> Path:
+    """Write checkpoints/step-N atomically; `write_adapter(path)` writes the adapter file.
+
+    With `staged`, the staging folder already holds other writers' files (DeepSpeed shards) and is kept.
+    """
+    final = run.checkpoint(step)
+    tmp = staging_folder(run, step) if staged else new_staging_folder(run, step)
     try:
         write_adapter(tmp / "adapter.safetensors")
         torch.save(trainer_state, tmp / "trainer.pt")
         (tmp / "complete").write_text(str(step))
-        for name in ("adapter.safetensors", "trainer.pt", "complete"):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
+        _fsync_tree(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     except BaseException:

@@ -26,8 +26,17 @@ from rwkv_tune.errors import ConfigError, UserError
 from rwkv_tune.preset import Preset, check_against_spec, check_machine, dump
 from rwkv_tune.runs import EventWriter, RunDir
 from rwkv_tune.train import methods
-from rwkv_tune.train.checkpointing import load_trainer_state, rng_state, save_checkpoint, set_rng_state
+from rwkv_tune.train.checkpointing import (
+    DEEPSPEED_DIR,
+    load_trainer_state,
+    new_staging_folder,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    staging_folder,
+)
 from rwkv_tune.train.control import ControlFile
+from rwkv_tune.train.distributed import adapter_parameters, gathered
 from rwkv_tune.train.evaluation import evaluate, samples
 from rwkv_tune.train.losses import sequence_loss
 from rwkv_tune.train.plan import out_of_memory_advice
@@ -148,6 +157,9 @@ class Trainer:
             vocab_size=self.spec.vocab_size, type=None if p.data.type == "auto" else p.data.type,
             fields=p.data.fields, split=p.data.split,
         )
+        checkpoint = self._resume_checkpoint() if self.resume else None
+        if checkpoint is not None:  # before the optimizer exists: its (ZeRO fp32 master) copies start from these
+            methods.load(self.model, self.preset, checkpoint / "adapter.safetensors")
         groups = param_groups(self.model, p.train.weight_decay)
         if self.engine is not None:
             self.optimizer = self.engine.wrap(self.model, groups, p)
@@ -159,26 +171,40 @@ class Trainer:
         self.bad_in_row = 0
         self.elapsed_before = 0.0
         self.tokens_seen = 0
-        if self.resume:
-            self._restore(self.resume)
+        if checkpoint is not None:
+            self._restore(checkpoint)
         else:
             seed_everything(p.train.seed)
 
-    def _restore(self, resume: str) -> None:
+    def _resume_checkpoint(self) -> Path | None:
+        resume = self.resume or ""
         checkpoint = Path(resume) if resume != "auto" else self.run.latest_checkpoint()
         if checkpoint is None:
             self.emit("warning", message="--resume auto: no checkpoint yet, starting from scratch")
-            return
+            return None
         if not (checkpoint / "complete").exists():
             raise UserError(f"checkpoint {checkpoint} is incomplete (no 'complete' marker)",
                             "Resume from an earlier one under checkpoints/, or use --resume auto.")
-        methods.load(self.model, self.preset, checkpoint / "adapter.safetensors")
-        state = load_trainer_state(checkpoint)
-        if self.engine is not None:
-            self.engine.load_optimizer_state(self.optimizer, state["optimizer"])
-        else:
+        return checkpoint
+
+    def _restore_optimizer(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        """AdamW's moments: ours (one process) or DeepSpeed's shards (same rank count); otherwise restarted."""
+        saved_world = int(state.get("world_size", 1))
+        shards = checkpoint / DEEPSPEED_DIR
+        if self.engine is None and state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.load_state_dict(state["data"])
+            return
+        if self.engine is not None and shards.is_dir() and saved_world == self.world_size:
+            self.engine.load_shards(shards)
+            return
+        self.emit("warning", message=f"resuming on {self.world_size} rank(s) a checkpoint written by {saved_world}: "
+                  "weights, step, schedule and data position are restored; AdamW's moments restart from zero")
+
+    def _restore(self, checkpoint: Path) -> None:
+        state = load_trainer_state(checkpoint)
+        self._restore_optimizer(checkpoint, state)
+        data = state["data"]
+        self.batches.load_state_dict(data[min(self.rank, len(data) - 1)] if isinstance(data, list) else data)
         self.step, self.skipped = state["step"], state["skipped"]
         self.elapsed_before, self.tokens_seen = state["elapsed_s"], state["tokens"]
         self.losses = list(state.get("losses", []))
@@ -190,8 +216,8 @@ class Trainer:
     # ----------------------------------------------------------------- plan / provenance
     def plan(self) -> dict[str, Any]:
         p = self.preset
-        total_params = sum(q.numel() for q in self.model.parameters())
-        trainable = sum(q.numel() for q in self.trainable)
+        total_params = sum(getattr(q, "ds_numel", q.numel()) for q in self.model.parameters())  # ZeRO-3: whole sizes
+        trainable = sum(getattr(q, "ds_numel", q.numel()) for q in self.trainable)
         tokens_per_step = p.real_batch * p.data.ctx_len
         total_tokens = tokens_per_step * p.total_steps
         data_tokens = getattr(self.batches, "total_tokens", None)
@@ -251,7 +277,10 @@ class Trainer:
             loss_sum += s
         loss = (self.engine.sum(loss_sum) if distributed else loss_sum) / count
         if not math.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
+            if self.engine is not None:
+                self.engine.skip(self.optimizer)
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             self.bad_in_row += 1
             self.emit("warning", message=f"step {self.step + 1}: loss is {loss}; step skipped "
@@ -273,19 +302,29 @@ class Trainer:
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens}
 
     def _checkpoint(self) -> Path:
+        """Every rank takes part (DeepSpeed shards, ZeRO-3 gathering); rank 0 writes and renames the folder."""
+        engine = self.engine
         trainer_state = {
-            "optimizer": self.engine.optimizer_state(self.optimizer) if self.engine else self.optimizer.state_dict(),
-            "data": self.batches.state_dict(), "step": self.step, "skipped": self.skipped,
+            "optimizer": engine.optimizer_state(self.optimizer) if engine else self.optimizer.state_dict(),
+            "data": engine.gather(self.batches.state_dict()) if engine else self.batches.state_dict(),
+            "step": self.step, "skipped": self.skipped,
             "elapsed_s": self.elapsed_before + (time.time() - self.started), "tokens": self.tokens_seen,
-            "rng": self.engine.gather_rng(rng_state()) if self.engine else rng_state(),
-            "losses": self.losses, "version": __version__,
+            "rng": engine.gather(rng_state()) if engine else rng_state(),
+            "losses": self.losses, "version": __version__, "world_size": self.world_size,
         }
         self.saved_step = self.step
+        if engine is not None:  # each rank's ZeRO shards go into the folder that is renamed into place
+            if self.rank == 0:
+                new_staging_folder(self.run, self.step)
+            engine.barrier()
+            engine.save_shards(staging_folder(self.run, self.step) / DEEPSPEED_DIR)
+        with gathered(adapter_parameters(self.model), engine):
+            adapter = methods.adapter(self.model) if self.rank == 0 else None
         if self.rank != 0:
             return self.run.checkpoint(self.step)
         try:
-            path = save_checkpoint(self.run, self.step, lambda out: methods.save(self.model, self.preset, out),
-                                   trainer_state, keep_last=self.preset.train.keep_last)
+            path = save_checkpoint(self.run, self.step, lambda out: methods.save(adapter, self.preset, out),
+                                   trainer_state, keep_last=self.preset.train.keep_last, staged=engine is not None)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
@@ -373,8 +412,8 @@ class Trainer:
 
     def _maybe_sample(self) -> None:
         t = self.preset.train
-        if self.rank != 0 or not t.sample_every or not t.sample_prompts or self.step % t.sample_every:
-            return
+        if not t.sample_every or not t.sample_prompts or self.step % t.sample_every:
+            return  # every rank generates (ZeRO-3 forwards are collective); rank 0 reports
         for prompt, text in samples(self.model, t.sample_prompts, max_tokens=t.sample_tokens, seed=self.step):
             if text is None:
                 self.emit("warning", message=f"sample prompt {prompt!r} has tokens beyond the model's vocab "
