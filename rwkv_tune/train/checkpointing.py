@@ -91,3 +91,49 @@ def save_checkpoint(run: RunDir, step: int, write_adapter: Any, trainer_state: d
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     """The trainer state of a complete checkpoint (our own file: weights_only is still used)."""
     return torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=False)
+
+
+def stage_engine_shards(run: RunDir, step: int, engine: Any, rank: int) -> bool:
+    """DeepSpeed: every rank writes its ZeRO shards into checkpoint `step`'s staging folder (rank 0 creates it).
+
+    Returns whether it did (then rank 0 finishes the folder with `save_checkpoint(..., staged=True)`)."""
+    if engine is None:
+        return False
+    if rank == 0:
+        new_staging_folder(run, step)
+    engine.barrier()
+    engine.save_shards(staging_folder(run, step) / DEEPSPEED_DIR)
+    return True
+
+
+def restore_optimizer(checkpoint: Path, state: dict[str, Any], optimizer: Any, engine: Any, world_size: int,
+                      model: Any) -> str | None:
+    """AdamW's moments: ours (one process), DeepSpeed's shards (same rank count; this also puts the weights into
+    ZeRO's fp32 masters), or DeepSpeed's shards in one process through the universal checkpoint format.
+    Otherwise they restart; returns the warning that says so."""
+    saved_world = int(state.get("world_size", 1))
+    shards = checkpoint / DEEPSPEED_DIR
+    if engine is None and state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        return None
+    if engine is not None and shards.is_dir() and saved_world == world_size:
+        engine.load_shards(shards)
+        return None
+    if engine is None and (shards / "state").is_dir():
+        from rwkv_tune.train.universal import convert_to_universal, load_universal_moments
+
+        universal = checkpoint.parent / f".{checkpoint.name}.universal.tmp"
+        try:
+            convert_to_universal(shards / "state", universal)
+            load_universal_moments(universal, model, optimizer)
+            return None
+        except (RuntimeError, KeyError, OSError) as exc:
+            optimizer.state.clear()
+            reason = f" ({exc})"
+        finally:
+            shutil.rmtree(universal, ignore_errors=True)
+        return (f"resuming in one process a checkpoint written by {saved_world} ranks: weights, step, schedule and "
+                f"data position are restored; AdamW's moments restart from zero: DeepSpeed's universal conversion "
+                f"failed{reason}")
+    return (f"resuming on {world_size} rank(s) a checkpoint written by {saved_world}: weights, step, schedule and "
+            "data position are restored; AdamW's moments restart from zero")

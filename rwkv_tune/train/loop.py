@@ -27,13 +27,12 @@ from rwkv_tune.preset import Preset, check_against_spec, check_machine, dump
 from rwkv_tune.runs import EventWriter, RunDir
 from rwkv_tune.train import methods
 from rwkv_tune.train.checkpointing import (
-    DEEPSPEED_DIR,
     load_trainer_state,
-    new_staging_folder,
+    restore_optimizer,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    staging_folder,
+    stage_engine_shards,
 )
 from rwkv_tune.train.control import ControlFile
 from rwkv_tune.train.distributed import adapter_parameters, gathered
@@ -187,22 +186,12 @@ class Trainer:
                             "Resume from an earlier one under checkpoints/, or use --resume auto.")
         return checkpoint
 
-    def _restore_optimizer(self, checkpoint: Path, state: dict[str, Any]) -> None:
-        """AdamW's moments: ours (one process) or DeepSpeed's shards (same rank count); otherwise restarted."""
-        saved_world = int(state.get("world_size", 1))
-        shards = checkpoint / DEEPSPEED_DIR
-        if self.engine is None and state["optimizer"] is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            return
-        if self.engine is not None and shards.is_dir() and saved_world == self.world_size:
-            self.engine.load_shards(shards)
-            return
-        self.emit("warning", message=f"resuming on {self.world_size} rank(s) a checkpoint written by {saved_world}: "
-                  "weights, step, schedule and data position are restored; AdamW's moments restart from zero")
-
     def _restore(self, checkpoint: Path) -> None:
         state = load_trainer_state(checkpoint)
-        self._restore_optimizer(checkpoint, state)
+        warning = restore_optimizer(checkpoint, state, self.optimizer, self.engine, self.world_size,
+                                    self.model)
+        if warning:
+            self.emit("warning", message=warning)
         data = state["data"]
         self.batches.load_state_dict(data[min(self.rank, len(data) - 1)] if isinstance(data, list) else data)
         self.step, self.skipped = state["step"], state["skipped"]
@@ -313,18 +302,14 @@ class Trainer:
             "losses": self.losses, "version": __version__, "world_size": self.world_size,
         }
         self.saved_step = self.step
-        if engine is not None:  # each rank's ZeRO shards go into the folder that is renamed into place
-            if self.rank == 0:
-                new_staging_folder(self.run, self.step)
-            engine.barrier()
-            engine.save_shards(staging_folder(self.run, self.step) / DEEPSPEED_DIR)
+        staged = stage_engine_shards(self.run, self.step, engine, self.rank)
         with gathered(adapter_parameters(self.model), engine):
             adapter = methods.adapter(self.model) if self.rank == 0 else None
         if self.rank != 0:
             return self.run.checkpoint(self.step)
         try:
             path = save_checkpoint(self.run, self.step, lambda out: methods.save(adapter, self.preset, out),
-                                   trainer_state, keep_last=self.preset.train.keep_last, staged=engine is not None)
+                                   trainer_state, keep_last=self.preset.train.keep_last, staged=staged)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
@@ -347,7 +332,7 @@ class Trainer:
         if self.rank == 0:
             self.write_resolved_preset()
         self.emit("run_start", run=str(self.run.root), preset=p.to_dict(), plan=self.plan(), spec=self.spec.to_dict(),
-                  resumed_from_step=self.resumed_from, tool=__version__)
+                  resumed_from_step=self.resumed_from, tool=__version__, devices=self._devices_label())
         for w in getattr(self.batches, "warnings", lambda: [])():
             self.emit("warning", message=str(w))
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -393,6 +378,12 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _devices_label(self) -> str:
+        """What the dashboard's header shows for several ranks, e.g. 'cpu ×2 ranks · deepspeed_stage_3'."""
+        if self.world_size == 1:
+            return ""  # the dashboard derives it from the preset
+        return f"{self.device.type} ×{self.world_size} ranks · {self.preset.train.strategy}"
 
     def _out_of_memory(self) -> UserError:
         p = self.preset
