@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rwkv_tune.checkpoint import atomic_path
+from rwkv_tune.errors import UserError
 from rwkv_tune.runs import RunDir
 
 
@@ -86,6 +87,15 @@ def save_checkpoint(run: RunDir, step: int, write_adapter: Any, trainer_state: d
     for old in run.list_checkpoints()[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def resume_checkpoint(run: RunDir, resume: str) -> Path | None:
+    """The checkpoint `--resume` names: a folder, or `auto` (the run's latest complete one; None if there is none)."""
+    checkpoint = Path(resume) if resume != "auto" else run.latest_checkpoint()
+    if checkpoint is not None and not (checkpoint / "complete").exists():
+        raise UserError(f"checkpoint {checkpoint} is incomplete (no 'complete' marker)",
+                        "Resume from an earlier one under checkpoints/, or use --resume auto.")
+    return checkpoint
 
 
 def load_trainer_state(checkpoint: Path) -> dict[str, Any]:

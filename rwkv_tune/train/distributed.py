@@ -53,3 +53,10 @@ def barrier(engine: Any) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def devices_label(device: torch.device, world_size: int, strategy: str) -> str:
+    """What the dashboard's header shows for several ranks, e.g. 'cpu ×2 ranks · deepspeed_stage_3'."""
+    if world_size == 1:
+        return ""  # the dashboard derives it from the preset
+    return f"{device.type} ×{world_size} ranks · {strategy}"

@@ -81,9 +81,9 @@ class DeepSpeedEngine:
         return float(norm) if norm is not None else 0.0
 
     def skip(self, optimizer: Any) -> None:
-        """Drop the gradients of a step whose loss was NaN/inf: no update, no change to AdamW's moments."""
-        self.ds.optimizer.zero_grad(set_to_none=True)
-        self.ds.zero_grad()
+        """A step whose loss was NaN/inf: DeepSpeed's step sees the non-finite gradient norm, updates nothing and
+        clears its (partitioned) gradient buffers, as it does for an fp16 overflow."""
+        self.ds.step()
         self.calls = 0
 
     def barrier(self) -> None:

@@ -29,13 +29,14 @@ from rwkv_tune.train import methods
 from rwkv_tune.train.checkpointing import (
     load_trainer_state,
     restore_optimizer,
+    resume_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
     stage_engine_shards,
 )
 from rwkv_tune.train.control import ControlFile
-from rwkv_tune.train.distributed import adapter_parameters, gathered
+from rwkv_tune.train.distributed import adapter_parameters, devices_label, gathered
 from rwkv_tune.train.evaluation import evaluate, samples
 from rwkv_tune.train.losses import sequence_loss
 from rwkv_tune.train.plan import out_of_memory_advice
@@ -119,6 +120,7 @@ class Trainer:
         self.losses: list[float] = []
         self.saved_step = -1
         self.resumed_from: int | None = None
+        self.resume_warnings: list[str] = []
         self.control = ControlFile(self.run.control, rank=rank, world_size=world_size, engine=engine)
 
     # ----------------------------------------------------------------- setup
@@ -176,14 +178,9 @@ class Trainer:
             seed_everything(p.train.seed)
 
     def _resume_checkpoint(self) -> Path | None:
-        resume = self.resume or ""
-        checkpoint = Path(resume) if resume != "auto" else self.run.latest_checkpoint()
+        checkpoint = resume_checkpoint(self.run, self.resume or "")
         if checkpoint is None:
             self.emit("warning", message="--resume auto: no checkpoint yet, starting from scratch")
-            return None
-        if not (checkpoint / "complete").exists():
-            raise UserError(f"checkpoint {checkpoint} is incomplete (no 'complete' marker)",
-                            "Resume from an earlier one under checkpoints/, or use --resume auto.")
         return checkpoint
 
     def _restore(self, checkpoint: Path) -> None:
@@ -191,7 +188,7 @@ class Trainer:
         warning = restore_optimizer(checkpoint, state, self.optimizer, self.engine, self.world_size,
                                     self.model)
         if warning:
-            self.emit("warning", message=warning)
+            self.resume_warnings.append(warning)  # shown after run_start, with this session's events
         data = state["data"]
         self.batches.load_state_dict(data[min(self.rank, len(data) - 1)] if isinstance(data, list) else data)
         self.step, self.skipped = state["step"], state["skipped"]
@@ -332,8 +329,9 @@ class Trainer:
         if self.rank == 0:
             self.write_resolved_preset()
         self.emit("run_start", run=str(self.run.root), preset=p.to_dict(), plan=self.plan(), spec=self.spec.to_dict(),
-                  resumed_from_step=self.resumed_from, tool=__version__, devices=self._devices_label())
-        for w in getattr(self.batches, "warnings", lambda: [])():
+                  resumed_from_step=self.resumed_from, tool=__version__,
+                  devices=devices_label(self.device, self.world_size, p.train.strategy))
+        for w in [*self.resume_warnings, *getattr(self.batches, "warnings", lambda: [])()]:
             self.emit("warning", message=str(w))
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -378,12 +376,6 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-    def _devices_label(self) -> str:
-        """What the dashboard's header shows for several ranks, e.g. 'cpu ×2 ranks · deepspeed_stage_3'."""
-        if self.world_size == 1:
-            return ""  # the dashboard derives it from the preset
-        return f"{self.device.type} ×{self.world_size} ranks · {self.preset.train.strategy}"
 
     def _out_of_memory(self) -> UserError:
         p = self.preset
