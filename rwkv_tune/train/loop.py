@@ -366,6 +366,8 @@ class Trainer:
                 if self.control.poll(emit=self.emit, save=self._checkpoint,
                                      stopping=lambda: self.stop_reason is not None):
                     self.stop_reason = "stopped"
+                if self.control.any_rank(self.stop_reason == "interrupted") and self.stop_reason is None:
+                    self.stop_reason = "interrupted"
             reason = self.stop_reason or "finished"
             if reason != "diverged" and self.saved_step != self.step:
                 self._checkpoint()
