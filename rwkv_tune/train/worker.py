@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         p = preset_mod.load(args.preset, args.overrides)
     except UserError as exc:
-        _console().print(f"[bold red]error:[/] {exc.one_line()}")
+        _console().print(f"[bold red]error:[/] {exc.one_line()}", soft_wrap=True)
         return 2
     return train_rank(p, args.resume, quiet=args.quiet)
 
@@ -67,7 +67,7 @@ def train_rank(p, resume: str | None, *, quiet: bool) -> int:
             merge_run(p, console=console)
         return 1 if result.reason == "diverged" else 0
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc.one_line()}")
+        console.print(f"[bold red]error:[/] {exc.one_line()}", soft_wrap=True)
         return 2
 
 if __name__ == "__main__":

@@ -82,3 +82,15 @@ def test_quantized_base_under_zero3_is_refused_when_the_preset_is_checked(train_
     raw["train"].update(devices=2, strategy="deepspeed_stage_3")
     with pytest.raises(ConfigError, match="ZeRO-3 partitions every weight"):
         from_dict({**raw, "quant": "nf4"})
+
+
+def test_a_rank_whose_world_size_is_not_devices_times_nodes_is_refused(train_setup, tmp_path, monkeypatch):
+    _, _, raw = train_setup(7, "lora")
+    raw["train"].update(devices=2, strategy="deepspeed_stage_2")
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    result = CliRunner().invoke(app, ["train", str(preset), "--no-tui"])
+    assert result.exit_code == 2, result.output
+    assert "started 3 ranks (WORLD_SIZE), but train.devices × train.nodes = 2 × 1" in result.output
