@@ -167,6 +167,26 @@ def test_full_fine_tuning_under_zero3_matches_one_process(root):
     assert len(losses(root / "full-z3")) == 3
 
 
+def test_nan_losses_under_zero3_are_skipped_on_every_rank_like_one_process(root):
+    """An absurd learning rate: step 1 trains, step 2's loss is NaN. Both ranks skip it (DeepSpeed updates
+    nothing), see NaN again, and stop 'diverged' together (exit 1, no hang), as the single process does."""
+    raw = base_preset(root, lr=1e5)
+    raw["train"].update(save_every_steps=0, sample_every=0, max_bad_steps=2, grad_clip=0.0)
+    raw["data"].update(eval_every=0)
+    single = run(from_dict({**raw, "output": {"dir": str(root / "nan-single")}}))
+    assert single.reason == "diverged" and single.step == 1
+    preset = root / "nan-z3.yaml"
+    preset.write_text(yaml.safe_dump(on_ranks(raw, root, "nan-z3", "deepspeed_stage_3")))
+    done = subprocess.run([sys.executable, "-m", "rwkv_tune", "train", str(preset), "--no-tui"], capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 1, (done.stdout + done.stderr)[-3000:]
+    assert_close_losses(losses(root / "nan-z3"), dict(enumerate(single.losses, 1)), 1e-4)
+    skipped = [e["message"] for e in events(root / "nan-z3", "warning") if "step skipped" in e["message"]]
+    assert skipped == ["step 2: loss is nan; step skipped (1 in a row, limit 2)",
+                       "step 2: loss is nan; step skipped (2 in a row, limit 2)"]
+    assert [e["kind"] for e in events(root / "nan-z3", "error")] == ["diverged"]
+
+
 def test_sigkill_mid_run_then_resume_auto_matches_the_uninterrupted_run(root, zero2):
     from rwkv_tune.tui.app import write_control
 
