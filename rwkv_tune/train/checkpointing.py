@@ -117,10 +117,11 @@ def stage_engine_shards(run: RunDir, step: int, engine: Any, rank: int) -> bool:
 
 
 def restore_optimizer(checkpoint: Path, state: dict[str, Any], optimizer: Any, engine: Any, world_size: int,
-                      model: Any) -> str | None:
+                      model: Any, param_names: list[str]) -> str | None:
     """AdamW's moments: ours (one process), DeepSpeed's shards (same rank count; this also puts the weights into
-    ZeRO's fp32 masters), or DeepSpeed's shards in one process through the universal checkpoint format.
-    Otherwise they restart; returns the warning that says so."""
+    ZeRO's fp32 masters), DeepSpeed's shards in one process through the universal checkpoint format, or a
+    one-process checkpoint's moments sliced into ZeRO-1/2's partitions. Otherwise they restart; returns the
+    warning that says so. `param_names`: the trainable parameters in the optimizer's order."""
     saved_world = int(state.get("world_size", 1))
     shards = checkpoint / DEEPSPEED_DIR
     if engine is None and state["optimizer"] is not None:
@@ -129,6 +130,11 @@ def restore_optimizer(checkpoint: Path, state: dict[str, Any], optimizer: Any, e
     if engine is not None and shards.is_dir() and saved_world == world_size:
         engine.load_shards(shards)
         return None
+    if engine is not None and state["optimizer"] is not None:
+        moments = {param_names[i]: s for i, s in state["optimizer"]["state"].items()}
+        step = int(next(iter(moments.values()))["step"]) if moments else 0  # AdamW's own count (skips excluded)
+        if moments and engine.set_moments(model, moments, step=step):
+            return None
     if engine is None and (shards / "state").is_dir():
         from rwkv_tune.train.universal import convert_to_universal, load_universal_moments
 

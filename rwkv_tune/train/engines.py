@@ -118,6 +118,24 @@ class DeepSpeedEngine:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def set_moments(self, model: torch.nn.Module, moments: dict[str, dict[str, torch.Tensor]], step: int) -> bool:
+        """Put whole per-parameter AdamW moments (by name, e.g. from a one-process checkpoint) into ZeRO-1/2's
+        partitions, each rank keeping its slice; False where this is not supported (ZeRO-3)."""
+        if self.zero_stage not in (1, 2):
+            return False
+        from deepspeed.utils import safe_set_full_optimizer_state
+
+        zero = self.ds.optimizer
+        for flat in zero.single_partition_of_fp32_groups:  # AdamW creates its state lazily: create it here
+            zero.optimizer.state[flat] = {"step": torch.tensor(float(step)), "exp_avg": torch.zeros_like(flat),
+                                          "exp_avg_sq": torch.zeros_like(flat)}
+        zero._lazy_init_hp_params_optimizer_state()
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    safe_set_full_optimizer_state(param, moments[name][key].reshape(param.shape).float(), key)
+        return True
+
     def optimizer_state(self, optimizer: Any) -> Any:
         return None  # the ZeRO shards in the checkpoint's deepspeed/ folder hold it (save_shards)
 

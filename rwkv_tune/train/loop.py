@@ -185,8 +185,9 @@ class Trainer:
 
     def _restore(self, checkpoint: Path) -> None:
         state = load_trainer_state(checkpoint)
-        warning = restore_optimizer(checkpoint, state, self.optimizer, self.engine, self.world_size,
-                                    self.model)
+        names = {id(q): n for n, q in self.model.named_parameters()}
+        order = [names[id(q)] for g in param_groups(self.model, self.preset.train.weight_decay) for q in g["params"]]
+        warning = restore_optimizer(checkpoint, state, self.optimizer, self.engine, self.world_size, self.model, order)
         if warning:
             self.resume_warnings.append(warning)  # shown after run_start, with this session's events
         data = state["data"]

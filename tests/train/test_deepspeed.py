@@ -222,8 +222,8 @@ def _copy_until(src: Path, dst: Path, step: int) -> Path:
 
 @pytest.mark.parametrize("direction", ["2to1", "1to2"])
 def test_elastic_resume_on_another_rank_count_continues_the_curve(root, single, zero2, base_curve, direction):
-    """2 → 1: AdamW's moments come through DeepSpeed's universal checkpoint, so the curve continues as if
-    uninterrupted. 1 → 2: weights, step, schedule and data position; the moments restart, with a warning."""
+    """Weights, step, schedule, data position and AdamW's moments: 2 → 1 through DeepSpeed's universal
+    checkpoint, 1 → 2 (ZeRO-2) by slicing the one-process moments into the ranks' partitions."""
     source, devices = (zero2, 1) if direction == "2to1" else (single, 2)
     name = f"elastic-{direction}"
     checkpoint = _copy_until(source, root / name, 2)
@@ -240,15 +240,25 @@ def test_elastic_resume_on_another_rank_count_continues_the_curve(root, single, 
     # the weights after step 2 are restored exactly: step 3's loss is the uninterrupted curve's, not the base's
     assert abs(resumed[3] - reference[3]) <= 1e-4 * reference[3], (resumed, reference)
     assert abs(base_curve[3] - reference[3]) > 10 * 1e-4 * reference[3], (base_curve, reference)
+    assert_close_losses(resumed, reference, 1e-4)  # AdamW's moments came along too: every later step matches
     warnings = [e["message"] for e in events(root / name, "warning", session=-1)]
-    if direction == "2to1":
-        assert_close_losses(resumed, reference, 1e-4)  # moments restored too: every later step matches
-        assert not any("moments restart" in w for w in warnings), warnings
-    else:  # restarted moments: a little off the curve, far from the base model's losses
-        for step in resumed:
-            assert abs(resumed[step] - reference[step]) < abs(base_curve[step] - reference[step]) / 2, (
-                step, resumed, reference, base_curve)
-        assert any("moments restart" in w for w in warnings), warnings
+    assert not any("moments restart" in w for w in warnings), warnings
+
+
+def test_elastic_resume_into_zero3_restarts_the_moments_with_a_warning(root, single, base_curve):
+    """Where the moments cannot follow (one process → ZeRO-3), they restart and the dashboard says so;
+    the weights, step and data position still continue the curve."""
+    checkpoint = _copy_until(single, root / "elastic-z3", 2)
+    raw = on_ranks(base_preset(root), root, "elastic-z3", "deepspeed_stage_3")
+    train_cli(raw, root, "elastic-z3", "--resume", str(checkpoint))
+    resumed, reference = losses(root / "elastic-z3", session=-1), losses(single)
+    assert min(resumed) == 3 and max(resumed) == STEPS
+    assert abs(resumed[3] - reference[3]) <= 1e-4 * reference[3], (resumed, reference)
+    for step in resumed:  # a little off the curve (fresh moments), far from the base model's losses
+        assert abs(resumed[step] - reference[step]) < abs(base_curve[step] - reference[step]) / 2, (
+            step, resumed, reference, base_curve)
+    warnings = [e["message"] for e in events(root / "elastic-z3", "warning", session=-1)]
+    assert any("moments restart" in w for w in warnings), warnings
 
 
 def test_two_nodes_started_by_torchrun_match_two_local_ranks(root, zero2):
