@@ -60,3 +60,13 @@ def devices_label(device: torch.device, world_size: int, strategy: str) -> str:
     if world_size == 1:
         return ""  # the dashboard derives it from the preset
     return f"{device.type} ×{world_size} ranks · {strategy}"
+
+
+def pad_to_length(x: torch.Tensor, y: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch right-padded to `length` (targets ignored there): under DeepSpeed every rank must run the same
+    number of infctx chunks (each backward call is a collective), whatever its own batch's padded length."""
+    pad = length - x.shape[1]
+    if pad <= 0:
+        return x, y
+    return (torch.nn.functional.pad(x, (0, pad), value=0),
+            torch.nn.functional.pad(y, (0, pad), value=-100))

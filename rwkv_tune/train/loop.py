@@ -36,7 +36,7 @@ from rwkv_tune.train.checkpointing import (
     stage_engine_shards,
 )
 from rwkv_tune.train.control import ControlFile
-from rwkv_tune.train.distributed import adapter_parameters, devices_label, gathered
+from rwkv_tune.train.distributed import adapter_parameters, devices_label, gathered, pad_to_length
 from rwkv_tune.train.evaluation import evaluate, samples
 from rwkv_tune.train.losses import sequence_loss
 from rwkv_tune.train.plan import out_of_memory_advice
@@ -260,6 +260,8 @@ class Trainer:
             return None
         loss_sum = 0.0
         for x, y in micro:
+            if self.engine is not None and p.train.train_type == "infctx":  # same chunk count on every rank
+                x, y = pad_to_length(x, y, p.data.ctx_len)
             s, _ = self._micro_step(x, y, scale=(self.world_size if distributed else 1) / count)
             loss_sum += s
         loss = (self.engine.sum(loss_sum) if distributed else loss_sum) / count

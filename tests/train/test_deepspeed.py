@@ -167,6 +167,17 @@ def test_full_fine_tuning_under_zero3_matches_one_process(root):
     assert len(losses(root / "full-z3")) == 3
 
 
+def test_infctx_chunks_under_zero2_match_one_process(root):
+    """infctx: two backward calls per step (chunk_ctx 16 of ctx_len 32); DeepSpeed reduces on the last one."""
+    raw = base_preset(root)
+    raw["train"].update(train_type="infctx", chunk_ctx=16, epoch_steps=3, save_every_steps=0, sample_every=0)
+    raw["data"].update(eval_every=0)
+    single = run(from_dict({**raw, "output": {"dir": str(root / "infctx-single")}}))
+    train_cli(on_ranks(raw, root, "infctx-z2", "deepspeed_stage_2"), root, "infctx-z2")
+    assert len(losses(root / "infctx-z2")) == 3
+    assert_close_losses(losses(root / "infctx-z2"), dict(enumerate(single.losses, 1)), 1e-4)
+
+
 def test_nan_losses_under_zero3_are_skipped_on_every_rank_like_one_process(root):
     """An absurd learning rate: step 1 trains, step 2's loss is NaN. Both ranks skip it (DeepSpeed updates
     nothing), see NaN again, and stop 'diverged' together (exit 1, no hang), as the single process does."""
