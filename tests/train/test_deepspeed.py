@@ -222,6 +222,30 @@ def test_sigkill_mid_run_then_resume_auto_matches_the_uninterrupted_run(root, ze
     assert_same_adapter(run_dir / "adapter.safetensors", zero2 / "adapter.safetensors", 1e-6)
 
 
+def test_ctrl_c_stops_and_saves_every_rank_at_the_same_step(root):
+    """SIGINT to the launcher's process group (Ctrl-C in a terminal): both ranks stop at one step and save."""
+    raw = on_ranks(base_preset(root), root, "ctrl-c", "deepspeed_stage_2")
+    raw["train"].update(epoch_steps=500, save_every_steps=0, sample_every=0)
+    raw["data"].update(eval_every=0)
+    proc = train_cli(raw, root, "ctrl-c", wait=False)
+    run_dir = root / "ctrl-c"
+    deadline = time.time() + RUN_TIMEOUT_S
+    while not ((run_dir / "metrics.jsonl").exists() and len(events(run_dir, "step")) >= 2):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode(errors="replace")[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the ranks did not stop after SIGINT")
+    done = events(run_dir, "done")
+    assert len(done) == 1 and done[0]["reason"] == "interrupted" and done[0]["step"] < 500, done
+    checkpoint = run_dir / "checkpoints" / f"step-{done[0]['step']:08d}"
+    assert (checkpoint / "complete").exists()
+    assert len(list((checkpoint / "deepspeed" / "state").glob("*optim_states.pt"))) == 2
+
+
 def _copy_until(src: Path, dst: Path, step: int) -> Path:
     """A copy of a run directory as it was right after its checkpoint of `step`."""
     shutil.copytree(src, dst)
