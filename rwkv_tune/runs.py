@@ -87,7 +87,8 @@ class RunDir:
         """Complete checkpoints (those with a `complete` marker), oldest first."""
         if not self.checkpoints.exists():
             return []
-        return sorted(p for p in self.checkpoints.iterdir() if p.is_dir() and (p / "complete").exists())
+        return sorted(p for p in self.checkpoints.iterdir()  # not .step-N.tmp: a save still being assembled
+                      if p.is_dir() and p.name.startswith("step-") and (p / "complete").exists())
 
     def latest_checkpoint(self) -> Path | None:
         found = self.list_checkpoints()

@@ -37,22 +37,27 @@ def train(
                 _print_plan(p, plan)
             return
         preset_mod.check_machine(p)
-        rank = int(os.environ.get("RANK", "0"))
-        many = p.train.devices * p.train.nodes > 1 and os.environ.get("RANK") is None
+        from rwkv_tune.train.ranks import started_as_rank
+
+        if started_as_rank():  # torchrun / deepspeed / srun started this process as one rank
+            from rwkv_tune.train.worker import train_rank
+
+            raise typer.Exit(train_rank(p, resume, quiet=False, restart=restart))
+        ranks = p.train.devices * p.train.nodes
         use_tui = not no_tui and sys.stdout.isatty() and os.environ.get("RWKV_TUNE_NO_TUI") != "1"
-        if many or use_tui:  # the trainer runs in other processes: check the run directory here, report cleanly
+        if ranks > 1 or use_tui:  # the trainer runs in other processes: check the run directory here, report cleanly
             from rwkv_tune.train.run_guard import check_run_dir
 
             check_run_dir(p, resume=resume, restart=restart)
-        if many:
-            from rwkv_tune.train.launcher import launch
-
-            raise typer.Exit(launch(preset, set_, resume))
         if use_tui:
             from rwkv_tune.train.launcher import train_with_dashboard
 
-            raise typer.Exit(train_with_dashboard(preset, set_, resume, Path(p.output.dir)))
-        _train_here(p, resume, restart, rank)
+            raise typer.Exit(train_with_dashboard(preset, set_, resume, Path(p.output.dir), ranks=ranks))
+        if ranks > 1:
+            from rwkv_tune.train.launcher import launch
+
+            raise typer.Exit(launch(preset, set_, resume))
+        _train_here(p, resume, restart, rank=0)
 
 
 def _train_here(p, resume: str | None, restart: bool, rank: int) -> None:

@@ -115,7 +115,11 @@ class TrainSection:
     strategy: str = _f("single", choices=STRATEGIES)
     devices: int = _f(1, lo=1, hi=1024)
     nodes: int = _f(1, lo=1, hi=4096)
-    hostfile: str | None = _f(None)
+    hostfile: str | None = _f(None, doc="DeepSpeed hostfile for multi-node runs: one `host slots=N` line per node")
+    master_addr: str = _f("127.0.0.1", doc="address of rank 0's node (multi-node runs started by rwkv-tune)")
+    master_port: int = _f(0, lo=0, hi=65535, doc="rendezvous port (0: a free port on one node, 29500 on several)")
+    zero3_persistence: int = _f(100000, lo=0, doc="ZeRO-3 keeps parameters under this many elements whole on "
+                                "every rank (DeepSpeed's stage3_param_persistence_threshold)")
     op: str = _f("auto", choices=OPS)
     train_type: str = _f("normal", choices=TRAIN_TYPES)
     chunk_ctx: int = _f(512, lo=16)

@@ -173,6 +173,13 @@ def cross_field_errors(p: Preset, *, need_paths: bool = True) -> list[ConfigErro
     if (t.devices > 1 or t.nodes > 1) and not t.strategy.startswith("deepspeed"):
         errors.append(ConfigError(f"train.devices = {t.devices}, train.nodes = {t.nodes} needs a DeepSpeed strategy, not "
                                   f"'{t.strategy}'", "Set train.strategy: deepspeed_stage_1 (or _2, _3)."))
+    if t.strategy.startswith("deepspeed_stage_3") and p.quant != "none":
+        errors.append(ConfigError(f"quant = {p.quant} cannot run under train.strategy = {t.strategy}: ZeRO-3 partitions "
+                                  "every weight, and quantized weights cannot be split across ranks",
+                                  "Use train.strategy: deepspeed_stage_2 (ZeRO-2 shards only what trains), or quant: none."))
+    if t.hostfile and t.strategy == "single":
+        errors.append(ConfigError(f"train.hostfile = {t.hostfile} needs a DeepSpeed strategy, not 'single'",
+                                  "Set train.strategy: deepspeed_stage_1 (or _2, _3), or remove train.hostfile."))
     if t.train_type == "infctx":
         if t.chunk_ctx >= p.data.ctx_len:
             errors.append(ConfigError(f"train.chunk_ctx = {t.chunk_ctx} must be smaller than data.ctx_len = {p.data.ctx_len} "

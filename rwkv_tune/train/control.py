@@ -33,6 +33,13 @@ class ControlFile:
             word = self.engine.broadcast(word)
         return word
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` is set on any rank (every rank calls it): a signal that reached one rank stops all
+        of them at the same step, so their collectives (and checkpoint) stay in step."""
+        if self.engine is None or self.world_size == 1:
+            return flag
+        return self.engine.sum(float(flag)) > 0
+
     def poll(self, *, emit: Callable[..., None], save: Callable[[], Any], stopping: Callable[[], bool]) -> bool:
         """Act on a waiting word; True when the run should stop. `pause` blocks here until resume or stop,
         or until `stopping()` (a signal arrived)."""

@@ -28,15 +28,20 @@ class DeepSpeedEngine:
         else:
             self.device = torch.device("cpu")
         deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
+        self.zero_stage = int(preset.train.strategy.split("_")[2])
         self.ds: Any = None
+        self.backward_calls = 1
+        self.calls = 0  # backward calls since the last optimizer step
 
     def config(self, p: Preset, backward_calls: int) -> dict[str, Any]:
-        stage = int(p.train.strategy.split("_")[2])
+        stage = self.zero_stage
         zero: dict[str, Any] = {"stage": stage}
         if p.train.strategy.endswith("offload"):
             zero["offload_optimizer"] = {"device": "cpu"}
             if stage == 3:
                 zero["offload_param"] = {"device": "cpu"}
+        if stage == 3:
+            zero["stage3_param_persistence_threshold"] = p.train.zero3_persistence
         return {
             "train_micro_batch_size_per_gpu": p.train.micro_bsz,
             "gradient_accumulation_steps": backward_calls,
@@ -60,12 +65,43 @@ class DeepSpeedEngine:
         return optimizer
 
     def backward(self, loss: torch.Tensor) -> None:
+        """Backward of one micro-batch (or infctx chunk); the update waits for `step`, after the NaN check."""
+        self.calls += 1
+        boundary = self.calls == self.backward_calls
+        self.ds.set_gradient_accumulation_boundary(boundary)  # the last call reduces the gradients
         self.ds.backward(loss, scale_wrt_gas=False)
-        self.ds.step()  # DeepSpeed only updates at the accumulation boundary
+        if not boundary:
+            self.ds.step()  # counts the micro-step; no update off the boundary
 
     def step(self, optimizer: Any, grad_clip: float) -> float:
+        """The optimizer update of a finished accumulation; returns the gradient norm."""
+        self.ds.step()
+        self.calls = 0
         norm = self.ds.get_global_grad_norm()
         return float(norm) if norm is not None else 0.0
+
+    def skip(self, optimizer: Any) -> None:
+        """A step whose loss was NaN/inf: DeepSpeed's step sees the non-finite gradient norm, updates nothing and
+        clears its (partitioned) gradient buffers, as it does for an fp16 overflow."""
+        self.ds.step()
+        self.calls = 0
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    def save_shards(self, folder: Any) -> None:
+        """DeepSpeed's own checkpoint of this rank (fp32 master weights, AdamW moments); every rank calls it."""
+        self.ds.save_checkpoint(str(folder), tag="state", client_state={"world_size": self.world_size},
+                                save_latest=False, exclude_frozen_parameters=True)
+
+    def load_shards(self, folder: Any) -> None:
+        """Restore what `save_shards` wrote, by the same number of ranks: weights into ZeRO's fp32 masters, moments."""
+        path, _ = self.ds.load_checkpoint(str(folder), tag="state", load_module_strict=False,
+                                          load_optimizer_states=True, load_lr_scheduler_states=False)
+        if path is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint under {folder}")
 
     def sum(self, value: float) -> float:
         """The sum of a number over all ranks."""
@@ -82,15 +118,33 @@ class DeepSpeedEngine:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def set_moments(self, model: torch.nn.Module, moments: dict[str, dict[str, torch.Tensor]], step: int) -> bool:
+        """Put whole per-parameter AdamW moments (by name, e.g. from a one-process checkpoint) into ZeRO-1/2's
+        partitions, each rank keeping its slice; False where this is not supported (ZeRO-3)."""
+        if self.zero_stage not in (1, 2):
+            return False
+        from deepspeed.utils import safe_set_full_optimizer_state
+
+        zero = self.ds.optimizer
+        for flat in zero.single_partition_of_fp32_groups:  # AdamW creates its state lazily: create it here
+            zero.optimizer.state[flat] = {"step": torch.tensor(float(step)), "exp_avg": torch.zeros_like(flat),
+                                          "exp_avg_sq": torch.zeros_like(flat)}
+        zero._lazy_init_hp_params_optimizer_state()
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    safe_set_full_optimizer_state(param, moments[name][key].reshape(param.shape).float(), key)
+        return True
+
     def optimizer_state(self, optimizer: Any) -> Any:
-        return None  # ZeRO shards the optimizer per rank; resume restarts AdamW moments (documented)
+        return None  # the ZeRO shards in the checkpoint's deepspeed/ folder hold it (save_shards)
 
-    def load_optimizer_state(self, optimizer: Any, state: Any) -> None:
-        return None
-
-    def gather_rng(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order, on every rank."""
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, state)
+        dist.all_gather_object(gathered, value)
         return gathered
+
+    gather_rng = gather

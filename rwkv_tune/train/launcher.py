@@ -36,40 +36,64 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(preset: Path, overrides: list[str], resume: str | None) -> int:
-    """One process per device (and node) through torchrun, or DeepSpeed's launcher with a hostfile."""
+def rank_launch_command(preset: Path, overrides: list[str], resume: str | None, *, quiet: bool = False) -> list[str]:
+    """The command that starts every rank of a multi-process run; the hostfile is checked before anything starts.
+
+    One node: torchrun with `devices` processes. Several nodes: DeepSpeed's launcher with `train.hostfile`
+    (it reaches the other nodes over ssh/pdsh and starts `devices` ranks on each).
+    """
     from rwkv_tune import preset as preset_mod
+    from rwkv_tune.errors import ConfigError
+    from rwkv_tune.train.ranks import DEFAULT_MULTI_NODE_PORT, read_hostfile
 
     p = preset_mod.load(preset, overrides)
-    args = worker_command(preset, overrides, resume)
-    if p.train.nodes > 1 or p.train.hostfile:
-        cmd = ["deepspeed", "--num_nodes", str(p.train.nodes), "--num_gpus", str(p.train.devices)]
-        if p.train.hostfile:
-            cmd += ["--hostfile", p.train.hostfile]
-        cmd += ["--module", "rwkv_tune.train.worker", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(p.train.devices),
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "rwkv_tune.train.worker", *args]
-    return subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    t = p.train
+    args = worker_command(preset, overrides, resume, quiet=quiet)
+    if t.nodes > 1 or t.hostfile:
+        if not t.hostfile:
+            raise ConfigError(f"train.nodes = {t.nodes} needs train.hostfile (which hosts to start ranks on)",
+                              "Set train.hostfile to a file of 'HOST slots=N' lines, or start `rwkv-tune train` on "
+                              "every node yourself (torchrun, srun: see the README).")
+        read_hostfile(t.hostfile, devices=t.devices, nodes=t.nodes)
+        return ["deepspeed", "--hostfile", t.hostfile, "--num_nodes", str(t.nodes), "--num_gpus", str(t.devices),
+                "--master_addr", t.master_addr, "--master_port", str(t.master_port or DEFAULT_MULTI_NODE_PORT),
+                "--module", "rwkv_tune.train.worker", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(t.devices),
+            "--master_addr", t.master_addr, "--master_port", str(t.master_port or _free_port()),
+            "-m", "rwkv_tune.train.worker", *args]
+
+
+def rank_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+def launch(preset: Path, overrides: list[str], resume: str | None) -> int:
+    """One process per device (and node) through torchrun, or DeepSpeed's launcher with a hostfile."""
+    return subprocess.call(rank_launch_command(preset, overrides, resume), env=rank_env())
 
 
 def train_with_dashboard(preset: Path, overrides: list[str], resume: str | None, run_dir: Path, *,
-                         exit_on_done: bool = True, linger_s: float = LINGER_S) -> int:
+                         exit_on_done: bool = True, linger_s: float = LINGER_S, ranks: int = 1) -> int:
     """Train in a subprocess behind the dashboard, then print the run's summary; returns the exit code.
 
+    With `ranks` > 1 the subprocess is the rank launcher; the dashboard follows rank 0's events and its
+    stop/save words reach every rank (rank 0 broadcasts them).
     Closing the dashboard never kills training unless the user asks. With `exit_on_done` the dashboard
     returns to the shell shortly after the run (and its merge) ends, unless a key was pressed meanwhile.
     """
     from rwkv_tune.tui.app import DashboardApp
 
+    if ranks > 1:  # torchrun (or DeepSpeed's launcher) behind the dashboard; rank 0 writes metrics.jsonl
+        cmd, env = rank_launch_command(preset, overrides, resume, quiet=True), rank_env()
+    else:
+        cmd = [sys.executable, "-m", "rwkv_tune.train.worker", *worker_command(preset, overrides, resume, quiet=True)]
+        env = None
     run_dir.mkdir(parents=True, exist_ok=True)
     # Events before this instant belong to earlier sessions appended to the same metrics.jsonl.
     since = int(time.time() * 1000) / 1000
     with open(run_dir / "train.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "rwkv_tune.train.worker",
-                                 *worker_command(preset, overrides, resume, quiet=True)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
     app = DashboardApp(run_dir, process=proc, exit_on_done=exit_on_done, linger_s=linger_s, since=since)
     status = app.run()
     console = Console(highlight=False)

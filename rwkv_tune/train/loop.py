@@ -8,7 +8,6 @@ The trainer talks to the outside world only through the run directory (`rwkv_tun
 
 from __future__ import annotations
 
-import errno
 import math
 import signal
 import time
@@ -19,13 +18,22 @@ from typing import Any
 import torch
 
 from rwkv_tune import __version__
-from rwkv_tune.errors import ConfigError, ResourceError, UserError
+from rwkv_tune.errors import ConfigError, ResourceError
 from rwkv_tune.preset import Preset, check_against_spec, check_machine, dump
 from rwkv_tune.runs import EventWriter, RunDir
 from rwkv_tune.train import methods
-from rwkv_tune.train.checkpointing import load_trainer_state, rng_state, save_checkpoint, set_rng_state
+from rwkv_tune.train.checkpointing import (
+    load_trainer_state,
+    restore_optimizer,
+    resume_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    stage_engine_shards,
+)
 from rwkv_tune.train.control import ControlFile
 from rwkv_tune.train.device import memory_stats, optimizer_groups, pick_device, seed_everything
+from rwkv_tune.train.distributed import adapter_parameters, devices_label, gathered, pad_to_length
 from rwkv_tune.train.evaluation import evaluate, samples
 from rwkv_tune.train.export import export_checkpoint
 from rwkv_tune.train.losses import sequence_loss
@@ -65,6 +73,7 @@ class Trainer:
         self.losses: list[float] = []
         self.saved_step = -1
         self.resumed_from: int | None = None
+        self.resume_warnings: list[str] = []
         self.control = ControlFile(self.run.control, rank=rank, world_size=world_size, engine=engine)
         self.run_id, self.claim_warnings = "", []  # set by train.run from its claim on the run directory
 
@@ -108,6 +117,9 @@ class Trainer:
             fields=p.data.fields, split=p.data.split,
         )
         check_targets(self.batches)
+        checkpoint = self._resume_checkpoint() if self.resume else None
+        if checkpoint is not None:  # before the optimizer exists: its (ZeRO fp32 master) copies start from these
+            methods.load(self.model, self.preset, checkpoint / "adapter.safetensors")
         groups = optimizer_groups(self.model, p.train.weight_decay)
         if self.engine is not None:
             self.optimizer = self.engine.wrap(self.model, groups, p)
@@ -119,26 +131,26 @@ class Trainer:
         self.bad_in_row = 0
         self.elapsed_before = 0.0
         self.tokens_seen = 0
-        if self.resume:
-            self._restore(self.resume)
+        if checkpoint is not None:
+            self._restore(checkpoint)
         else:
             seed_everything(p.train.seed)
 
-    def _restore(self, resume: str) -> None:
-        checkpoint = Path(resume) if resume != "auto" else self.run.latest_checkpoint()
+    def _resume_checkpoint(self) -> Path | None:
+        checkpoint = resume_checkpoint(self.run, self.resume or "")
         if checkpoint is None:
             self.emit("warning", message="--resume auto: no checkpoint yet, starting from scratch")
-            return
-        if not (checkpoint / "complete").exists():
-            raise UserError(f"checkpoint {checkpoint} is incomplete (no 'complete' marker)",
-                            "Resume from an earlier one under checkpoints/, or use --resume auto.")
-        methods.load(self.model, self.preset, checkpoint / "adapter.safetensors")
+        return checkpoint
+
+    def _restore(self, checkpoint: Path) -> None:
         state = load_trainer_state(checkpoint)
-        if self.engine is not None:
-            self.engine.load_optimizer_state(self.optimizer, state["optimizer"])
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.load_state_dict(state["data"])
+        names = {id(q): n for n, q in self.model.named_parameters()}
+        order = [names[id(q)] for g in optimizer_groups(self.model, self.preset.train.weight_decay) for q in g["params"]]
+        warning = restore_optimizer(checkpoint, state, self.optimizer, self.engine, self.world_size, self.model, order)
+        if warning:
+            self.resume_warnings.append(warning)  # shown after run_start, with this session's events
+        data = state["data"]
+        self.batches.load_state_dict(data[min(self.rank, len(data) - 1)] if isinstance(data, list) else data)
         self.step, self.skipped = state["step"], state["skipped"]
         self.elapsed_before, self.tokens_seen = state["elapsed_s"], state["tokens"]
         self.losses = list(state.get("losses", []))
@@ -201,7 +213,10 @@ class Trainer:
                 return None
             (loss, tokens), fields = out, {}
         if not math.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
+            if self.engine is not None:
+                self.engine.skip(self.optimizer)
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             self.bad_in_row += 1
             self.emit("warning", message=f"step {self.step + 1}: loss is {loss}; step skipped "
@@ -233,6 +248,8 @@ class Trainer:
             return None
         loss_sum = 0.0
         for x, y in micro:
+            if self.engine is not None and self.preset.train.train_type == "infctx":  # same chunk count on every rank
+                x, y = pad_to_length(x, y, self.preset.data.ctx_len)
             s, _ = self._micro_step(x, y, scale=(self.world_size if distributed else 1) / count)
             loss_sum += s
         loss = (self.engine.sum(loss_sum) if distributed else loss_sum) / count
@@ -240,26 +257,24 @@ class Trainer:
         return loss, real * self.world_size
 
     def _checkpoint(self) -> Path:
+        """Every rank takes part (DeepSpeed shards, ZeRO-3 gathering); rank 0 writes and renames the folder."""
+        engine = self.engine
         trainer_state = {
-            "optimizer": self.engine.optimizer_state(self.optimizer) if self.engine else self.optimizer.state_dict(),
-            "data": self.batches.state_dict(), "step": self.step, "skipped": self.skipped,
+            "optimizer": engine.optimizer_state(self.optimizer) if engine else self.optimizer.state_dict(),
+            "data": engine.gather(self.batches.state_dict()) if engine else self.batches.state_dict(),
+            "step": self.step, "skipped": self.skipped,
             "elapsed_s": self.elapsed_before + (time.time() - self.started), "tokens": self.tokens_seen,
-            "rng": self.engine.gather_rng(rng_state()) if self.engine else rng_state(),
-            "losses": self.losses, "version": __version__, "run_id": self.run_id,
+            "rng": engine.gather(rng_state()) if engine else rng_state(),
+            "losses": self.losses, "version": __version__, "world_size": self.world_size, "run_id": self.run_id,
         }
         self.saved_step = self.step
+        staged = stage_engine_shards(self.run, self.step, engine, self.rank)
+        with gathered(adapter_parameters(self.model), engine):
+            adapter = methods.adapter(self.model) if self.rank == 0 else None
         if self.rank != 0:
             return self.run.checkpoint(self.step)
-        try:
-            path = save_checkpoint(self.run, self.step, lambda out: methods.save(self.model, self.preset, out),
-                                   trainer_state, keep_last=self.preset.train.keep_last)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            last = self.run.latest_checkpoint()
-            raise ResourceError(f"disk full while saving the checkpoint of step {self.step} under {self.run.checkpoints}; "
-                            f"the previous checkpoint ({last.name if last else 'none'}) is intact",
-                            "Free some space and continue with --resume auto.") from None
+        path = save_checkpoint(self.run, self.step, lambda out: methods.save(adapter, self.preset, out),
+                               trainer_state, keep_last=self.preset.train.keep_last, staged=staged)  # disk full: exit 3
         epoch = self.step // self.preset.train.epoch_steps
         export_checkpoint(self.preset, path, self.step, self.run.root)
         self.emit("checkpoint", step=self.step, epoch=epoch, path=str(path))
@@ -272,8 +287,10 @@ class Trainer:
         if self.rank == 0:
             self.write_resolved_preset()
         self.emit("run_start", run=str(self.run.root), preset=p.to_dict(), plan=self.plan(), spec=self.spec.to_dict(),
-                  resumed_from_step=self.resumed_from, tool=__version__, run_id=self.run_id)
-        for w in [*self.claim_warnings, *self.setup_warnings, *getattr(self.batches, "warnings", lambda: [])()]:
+                  resumed_from_step=self.resumed_from, tool=__version__, run_id=self.run_id,
+                  devices=devices_label(self.device, self.world_size, p.train.strategy))
+        for w in [*self.claim_warnings, *self.setup_warnings, *self.resume_warnings,
+                  *getattr(self.batches, "warnings", lambda: [])()]:
             self.emit("warning", message=str(w))
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -320,8 +337,11 @@ class Trainer:
                 signal.signal(sig, handler)
 
     def _poll_control(self) -> None:
+        """The control file's word (rank 0 reads, every rank acts), and a signal that reached any rank."""
         if self.control.poll(emit=self.emit, save=self._checkpoint, stopping=lambda: self.stop_reason is not None):
             self.stop_reason = "stopped"
+        if self.control.any_rank(self.stop_reason == "interrupted") and self.stop_reason is None:
+            self.stop_reason = "interrupted"
 
     def _guard_memory(self, check: Any, during: str) -> None:
         """Eval and sampling forwards get the training step's out-of-memory error and advice."""
@@ -348,8 +368,8 @@ class Trainer:
 
     def _maybe_sample(self) -> None:
         t = self.preset.train
-        if self.rank != 0 or not t.sample_every or self.step % t.sample_every:
-            return
+        if not t.sample_every or self.step % t.sample_every:
+            return  # every rank generates (ZeRO-3 forwards are collective; the prompts are the same); rank 0 reports
         prompts = t.sample_prompts or default_prompts(self.batches)  # sample_every alone: prompts from the data
         for prompt, text in samples(self.model, prompts, max_tokens=t.sample_tokens, seed=self.step):
             if text is None:

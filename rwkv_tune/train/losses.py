@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rwkv_tune.model.loss import chunked_cross_entropy
+from rwkv_tune.model.loss import l2wrap as l2wrap_logits
 
 IGNORE = -100
 
@@ -24,7 +25,8 @@ def _loss_sum(model: torch.nn.Module, hidden: torch.Tensor, y: torch.Tensor, l2w
                                      l2wrap=l2wrap and torch.is_grad_enabled())
     # An adapted, quantized or ZeRO-3-partitioned head: let the module compute its own logits.
     logits = head(hidden)
-    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+    return l2wrap_logits(loss, logits) if l2wrap and torch.is_grad_enabled() else loss
 
 
 def sequence_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, scale: float,

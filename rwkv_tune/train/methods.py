@@ -36,10 +36,19 @@ def apply(model: torch.nn.Module, preset: Preset) -> list[torch.nn.Parameter]:
     return peft.load_adapter(model, adapter)
 
 
-def save(model: torch.nn.Module, preset: Preset, path: Path) -> None:
+def adapter(model: torch.nn.Module) -> Any:
+    """The model's adapter tensors (copied to CPU) and metadata; under ZeRO-3 call it with them gathered."""
     from rwkv_tune import peft
 
-    peft.save_adapter(model, path)
+    adapter = peft.adapter_state_dict(model)
+    adapter.tensors = {k: t.clone() for k, t in adapter.tensors.items()}  # own copies: ZeRO-3 frees gathered data
+    return adapter
+
+
+def save(model_or_adapter: Any, preset: Preset, path: Path) -> None:
+    from rwkv_tune import peft
+
+    peft.save_adapter(model_or_adapter, path)
 
 
 def load(model: torch.nn.Module, preset: Preset, path: Path) -> None:

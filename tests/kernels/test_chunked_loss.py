@@ -136,3 +136,24 @@ def test_default_chunk_and_argument_checks():
         chunked_cross_entropy(hidden, weight, targets[:, :-1])
     with pytest.raises(ValueError, match="head_weight"):
         chunked_cross_entropy(hidden, weight[:, :-1], targets)
+
+
+def test_l2wrap_on_module_logits_matches_the_chunked_loss_gradients():
+    """The path for a head that computes its own logits (ZeRO-3, adapted, quantized) keeps L2Wrap's gradient."""
+    import torch.nn.functional as F
+
+    from rwkv_tune.model.loss import l2wrap
+
+    torch.manual_seed(0)
+    h = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(11, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 11, (2, 5))
+    y[0, 0] = -100
+    chunked_cross_entropy(h, w, y, ignore_index=-100, reduction="sum", l2wrap=True).backward()
+    want = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    logits = h @ w.T
+    loss = l2wrap(F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"), logits)
+    loss.backward()
+    torch.testing.assert_close(h.grad, want[0])
+    torch.testing.assert_close(w.grad, want[1])
