@@ -238,7 +238,7 @@ class Trainer:
 
     def _sft_micro_steps(self) -> tuple[float, int] | None:
         """Next-token loss over `accumulate` micro-batches (backward done); (mean loss, tokens) or None if empty."""
-        real_before = self.batches.real_tokens
+        real_before = getattr(self.batches, "real_tokens", None)
         micro = [next(self.batches) for _ in range(self.preset.train.accumulate_grad_batches)]
         count = sum(int((y != -100).sum()) for _, y in micro)
         distributed = self.world_size > 1 and self.engine is not None
@@ -253,6 +253,8 @@ class Trainer:
             s, _ = self._micro_step(x, y, scale=(self.world_size if distributed else 1) / count)
             loss_sum += s
         loss = (self.engine.sum(loss_sum) if distributed else loss_sum) / count
+        if real_before is None:  # a batch source that does not count its padding
+            return loss, sum(int(x.numel()) for x, _ in micro) * self.world_size
         real = self.batches.real_tokens - real_before  # not the padding to ctx_len or to a multiple of 16
         return loss, real * self.world_size
 

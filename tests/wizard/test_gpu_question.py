@@ -38,7 +38,7 @@ def test_live_estimate_before_the_gpu_question_shows_memory_but_no_fit(tiny_mode
     from rwkv_tune.wizard.prompts import show_estimate
 
     model = tiny_model(7, n_layer=2, n_embd=64)
-    state = wizard.State(spec=detect(model), answers={"model": str(model), "data": "d"})
+    state = wizard.State(spec=detect(model), answers={"model": str(model), "objective": "sft", "data": "d"})
     assert wizard.next_question(state).key == "gpu"
     out = io.StringIO()
     show_estimate(state, Console(file=out, width=200))
