@@ -63,8 +63,12 @@ def rank_launch_command(preset: Path, overrides: list[str], resume: str | None, 
             "-m", "rwkv_tune.train.worker", *args]
 
 
+DIE_WITH_PARENT = "RWKV_TUNE_DIE_WITH_PARENT"
+
+
 def rank_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    """The ranks' environment; each rank dies with the launcher that started it (no orphan holding the run)."""
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), DIE_WITH_PARENT: "1"}
 
 
 def launch(preset: Path, overrides: list[str], resume: str | None) -> int:

@@ -26,12 +26,26 @@ def main(argv: list[str] | None = None) -> int:
     from rwkv_tune import preset as preset_mod
     from rwkv_tune.errors import UserError
 
+    if os.environ.get("RWKV_TUNE_DIE_WITH_PARENT") == "1":
+        _die_with_parent()
     try:
         p = preset_mod.load(args.preset, args.overrides)
     except UserError as exc:
         _print_error(_console(), exc)
         return exc.exit_code
     return train_rank(p, args.resume, quiet=args.quiet, restart=args.restart)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this rank when its launcher dies (a killed torchrun agent would leave ranks running,
+    still holding the run directory)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _console() -> Any:
