@@ -45,6 +45,10 @@ def train(
             raise typer.Exit(train_rank(p, resume, quiet=False, restart=restart))
         ranks = p.train.devices * p.train.nodes
         use_tui = not no_tui and sys.stdout.isatty() and os.environ.get("RWKV_TUNE_NO_TUI") != "1"
+        if ranks > 1:  # a bad hostfile is refused before anything is written or started
+            from rwkv_tune.train.launcher import rank_launch_command
+
+            rank_launch_command(preset, set_, resume)
         if ranks > 1 or use_tui:  # the trainer runs in other processes: check the run directory here, report cleanly
             from rwkv_tune.train.run_guard import check_run_dir
 

@@ -1,7 +1,8 @@
 """What a resume may change: the preset against the run's resolved preset.yaml, and whose checkpoint it is.
 
-Changes that break an exact continuation (the method, quant, the data and how it is cut, the batch,
-the seed, the base model) are refused, all listed at once. Everything else (the schedule: epochs, lr,
+Changes that break an exact continuation (the method, quant, the data and how it is cut, the global batch,
+the seed, the base model) are refused, all listed at once. micro_bsz and the rank count may change
+together (an elastic resume) as long as micro_bsz × devices × nodes, the samples per step, stays. Everything else (the schedule: epochs, lr,
 warmup, save cadence, samples, evals, outputs) is allowed and reported as a warning event.
 Torch-free, except `check_checkpoint_of_run`, which reads the checkpoint's trainer.pt.
 """
@@ -17,7 +18,7 @@ from rwkv_tune.runs import RunDir
 
 BREAKING_SECTIONS = ("method", "quant", "objective")
 BREAKING_KEYS = ("data.path", "data.type", "data.ctx_len", "data.dataload", "data.loss_mask", "data.fields",
-                 "data.split", "train.micro_bsz", "train.accumulate_grad_batches", "train.seed", "model.path")
+                 "data.split", "train.accumulate_grad_batches", "train.seed", "model.path")
 IGNORED_KEYS = ("model.spec", "output.dir", "provenance")
 
 
@@ -66,6 +67,9 @@ def preset_changes(saved: Preset, new: Preset) -> tuple[list[str], list[str]]:
         if path and before.get(key) == path and isinstance(recorded, dict) and not recorded.get("missing"):
             if not _same_file(recorded, fingerprint(path)):
                 breaking.append(f"{key} {path!r}: the file's content changed since the run started")
+    samples_before, samples_now = (x.train.micro_bsz * x.train.devices * x.train.nodes for x in (saved, new))
+    if samples_before != samples_now:
+        breaking.append(f"samples per step (train.micro_bsz × devices × nodes) {samples_before} → {samples_now}")
     return breaking, allowed
 
 

@@ -19,7 +19,6 @@ from typing import Any
 from rwkv_tune.errors import UserError
 
 LOCK_NAME = ".lock"
-GRACE_S = 5.0  # a holder killed a moment ago may still be exiting (its lock drops when it is gone)
 
 
 class RunLock:
@@ -40,7 +39,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            self._flock_within_grace(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise self._busy_error() from None
@@ -60,18 +59,6 @@ class RunLock:
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         os.fsync(fd)
         return self
-
-    @staticmethod
-    def _flock_within_grace(fd: int) -> None:
-        deadline = time.monotonic() + GRACE_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.2)
 
     def release(self) -> None:
         if self._fd is None:

@@ -149,7 +149,7 @@ def test_resume_refuses_exactness_breaking_changes_and_records_schedule_changes(
     raw, path, rundir = tiny(train_setup, tmp_path)
     run(from_dict(raw))
     code, out = cli(path, "--resume", "auto", "--set", "data.ctx_len=32", "--set", "train.micro_bsz=3")
-    assert code == 2 and "data.ctx_len 16 → 32" in out and "train.micro_bsz 2 → 3" in out, out
+    assert code == 2 and "data.ctx_len 16 → 32" in out and "samples per step (train.micro_bsz × devices × nodes) 2 → 3" in out, out
     code, out = cli(path, "--resume", "auto", "--set", "train.epoch_count=3")
     assert code == 0, out
     events = read_events(rundir.metrics)
